@@ -1,0 +1,1 @@
+"""Image-Free Studio engine: everything that computes or stores. Imports no gradio."""
