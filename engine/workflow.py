@@ -331,15 +331,16 @@ def _jsonable(obj):
 
 
 def spec_to_dict(spec) -> dict:
-    return {"model": spec.model, "pretrained": spec.pretrained,
-            "checkpoint": str(spec.checkpoint) if spec.checkpoint else None}
+    """A :class:`BackboneSpec` as JSON (recorded with runs and classifiers)."""
+    return _jsonable(spec)
 
 
 def spec_from_dict(d: dict):
+    """The :class:`BackboneSpec` recorded by :func:`spec_to_dict` (unknown keys ignored)."""
     from engine.clip_backbone import BackboneSpec
 
-    return BackboneSpec(model=d.get("model", "RN50"), pretrained=d.get("pretrained"),
-                        checkpoint=d.get("checkpoint"))
+    known = {f.name for f in fields(BackboneSpec)}
+    return BackboneSpec(**{k: v for k, v in d.items() if k in known})
 
 
 def train_project(store, project_id: int, backbone_spec=None, train_config=None,

@@ -1,0 +1,463 @@
+"""The command line: ``python -m engine`` (or the ``image-free`` console script).
+
+Every subcommand is one :mod:`engine.workflow` call over the same project database the studio uses:
+
+    new        a project from a preset (--preset voc2007|coco) or a vocabulary (--vocab FILE, --names)
+    list       the projects in the database
+    knowledge  ask the LLM the questions (resumable; progress bar)
+    graph      recompute the co-occurrence graph at a threshold
+    train      tune the prompts (progress bar with live losses)
+    predict    score a folder (recursively) or files -> CSV or JSON lines (resumable)
+    evaluate   VOC folder / COCO JSON / CSV -> mAP, F1@k, per-category AP (JSON + table)
+    export     a project to one archive
+    import     an archive into the database
+
+Ctrl-C once stops long work cooperatively (what is done is kept; run again to resume); twice
+aborts. Errors print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+
+# --------------------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------------------
+
+def _add_global(p: argparse.ArgumentParser, suppress: bool) -> None:
+    d = argparse.SUPPRESS if suppress else None
+    g = p.add_argument_group("global options")
+    g.add_argument("--db", default=d, help="project database (default: $IFS_DB or the user data folder)")
+    g.add_argument("--device", default=d, help="torch device (default: cuda when present, else cpu)")
+    g.add_argument("--clip-model", default=d, help="open_clip architecture, or tiny-rn / tiny-vit "
+                   "(default: the model the project's classifier was trained with, else RN50)")
+    g.add_argument("--clip-pretrained", default=d, help="open_clip pretrained tag (default openai; "
+                   "'none' = random weights; tiny models are always random)")
+    g.add_argument("--clip-checkpoint", default=d, help="local CLIP weights file")
+    g.add_argument("--llm", default=d, help="bundled LLM: smollm2 or gemma3 (default smollm2)")
+    g.add_argument("--gguf", default=d, help="path of any GGUF model file (llama.cpp)")
+    g.add_argument("--openai-base-url", default=d, help="OpenAI-compatible server, e.g. http://host:8000/v1")
+    g.add_argument("--openai-model", default=d, help="model name on that server")
+    g.add_argument("--openai-api-key", default=d, help="API key (default: $OPENAI_API_KEY)")
+    g.add_argument("--llm-threads", type=int, default=d, help="llama.cpp threads")
+    g.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                   help="no progress bars")
+
+
+def _sets(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override any {what} field (repeatable), e.g. --set epochs=1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="image-free", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_global(ap, suppress=False)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def cmd(name, help_):
+        p = sub.add_parser(name, help=help_, description=help_)
+        _add_global(p, suppress=True)
+        return p
+
+    p = cmd("new", "create a project from a preset or a vocabulary")
+    p.add_argument("name")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", help="voc2007 or coco")
+    src.add_argument("--vocab", help="file of category names, one a line or comma-separated")
+    src.add_argument("--names", help="category names inline, comma-separated")
+
+    cmd("list", "list the projects")
+
+    p = cmd("knowledge", "generate knowledge with the LLM (resumable)")
+    p.add_argument("project", help="project id or name")
+    p.add_argument("--paper", action="store_true", help="the paper's full question counts")
+    p.add_argument("--tau", type=int, default=None, help="co-occurrence threshold for the graph")
+    _sets(p, "KnowledgeSettings")
+
+    p = cmd("graph", "recompute the co-occurrence graph and its cliques")
+    p.add_argument("project")
+    p.add_argument("--tau", type=int, default=None)
+
+    p = cmd("train", "tune the hierarchical prompts")
+    p.add_argument("project")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    _sets(p, "TrainConfig")
+
+    p = cmd("predict", "score images: a folder (recursively) or files")
+    p.add_argument("project")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument("-o", "--output", required=True, help="output .csv or .jsonl (appended; resumable)")
+    p.add_argument("--format", choices=("csv", "jsonl"), help="default: from the output's suffix")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--no-baseline", action="store_true", help="tuned classifier only")
+    _loader_opts(p)
+
+    p = cmd("evaluate", "mAP / F1@k on a labelled set, tuned vs hand-crafted")
+    p.add_argument("project")
+    p.add_argument("dataset", help="VOC folder, COCO instances JSON, or CSV/TSV of filename,labels")
+    p.add_argument("--images", help="image folder (COCO/CSV; default: found beside the labels)")
+    p.add_argument("--split", default="test", help="VOC ImageSets/Main split (default test)")
+    p.add_argument("--exclude-difficult", action="store_true", help="VOC: difficult objects are not positives")
+    p.add_argument("-k", type=int, default=3, help="top-k for the F1 figures")
+    p.add_argument("--json", help="write the result here (default: evaluation-<project>.json)")
+    _loader_opts(p)
+
+    p = cmd("export", "write a project to one archive")
+    p.add_argument("project")
+    p.add_argument("path")
+
+    p = cmd("import", "read an archive into the database")
+    p.add_argument("path")
+    return ap
+
+
+def _loader_opts(p) -> None:
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="image-decoding worker processes")
+
+
+def _coerce(value: str, default):
+    if isinstance(default, bool):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{value!r} is not a boolean")
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, float):
+        return float(value)
+    if isinstance(default, (tuple, list)):
+        items = [v for v in value.replace(",", " ").split() if v]
+        proto = default[0] if default else value
+        return type(default)(_coerce(v, proto) for v in items)
+    if default is None:
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_sets(obj, sets: list[str]):
+    """A copy of dataclass ``obj`` with ``KEY=VALUE`` overrides, typed after the current values;
+    ``a.b=v`` reaches a nested dataclass field."""
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --set {item!r} is not KEY=VALUE")
+        obj = _set_path(obj, key.strip().split("."), value.strip())
+    return obj
+
+
+def _set_path(obj, path, value):
+    names = {f.name for f in dataclasses.fields(obj)}
+    if path[0] not in names:
+        raise SystemExit(f"error: unknown setting {path[0]!r}; known: {', '.join(sorted(names))}")
+    cur = getattr(obj, path[0])
+    if len(path) > 1:
+        new = _set_path(cur, path[1:], value)
+    else:
+        try:
+            new = _coerce(value, cur)
+        except ValueError as exc:
+            raise SystemExit(f"error: --set {path[0]}={value}: {exc}")
+    return dataclasses.replace(obj, **{path[0]: new})
+
+
+def backbone_spec(args):
+    """BackboneSpec from the global options, or None to let the project decide."""
+    if not (args.clip_model or args.clip_checkpoint or args.clip_pretrained):
+        return None
+    from engine.clip_backbone import TINY_MODELS, BackboneSpec
+
+    model = args.clip_model or "RN50"
+    pre = args.clip_pretrained
+    if model in TINY_MODELS or (pre or "").lower() in ("none", "random"):
+        pre = None
+    elif pre is None:
+        pre = "openai"
+    return BackboneSpec(model=model, pretrained=pre, checkpoint=args.clip_checkpoint)
+
+
+def llm_spec(args):
+    from engine.llm import LLMSpec
+
+    extra = {"n_threads": args.llm_threads} if args.llm_threads else {}
+    if args.openai_base_url:
+        return LLMSpec(kind="openai", base_url=args.openai_base_url, model=args.openai_model,
+                       api_key=args.openai_api_key or os.environ.get("OPENAI_API_KEY"), **extra)
+    if args.gguf:
+        return LLMSpec(kind="gguf", path=args.gguf, **extra)
+    return LLMSpec(kind="bundled", name=args.llm or "smollm2", **extra)
+
+
+class StopFlag:
+    """First Ctrl-C asks long work to stop cooperatively; the second aborts."""
+
+    def __init__(self):
+        self.stop = False
+
+    def __call__(self) -> bool:
+        return self.stop
+
+    def install(self):
+        def handler(signum, frame):
+            if self.stop:
+                raise KeyboardInterrupt
+            self.stop = True
+            print("\nstopping after the current step (Ctrl-C again to abort)...", file=sys.stderr)
+
+        try:
+            signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+
+def _bar(args, total, desc, unit):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------------
+
+def cmd_new(args, store, stop):
+    from engine import workflow as wf
+
+    if args.vocab:
+        try:
+            text = Path(args.vocab).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise wf.VocabularyError(f"Vocabulary file {args.vocab} cannot be read: {exc}") from exc
+        pid = wf.create_project(store, args.name, categories=text)
+    elif args.names:
+        pid = wf.create_project(store, args.name, categories=args.names)
+    else:
+        pid = wf.create_project(store, args.name, preset=args.preset)
+    n = len(store.list_categories(pid))
+    print(f"project {pid} {args.name!r}: {n} categories")
+    return 0
+
+
+def cmd_list(args, store, stop):
+    for p in store.list_projects():
+        print(f"{p.id}\t{p.name}\t{len(store.list_categories(p.id))} categories")
+    return 0
+
+
+def cmd_knowledge(args, store, stop):
+    from engine import workflow as wf
+    from engine.knowledge import KnowledgeSettings
+
+    pid = wf.find_project(store, args.project)
+    settings = KnowledgeSettings.paper() if args.paper else KnowledgeSettings()
+    settings = apply_sets(settings, args.sets)
+    bar = _bar(args, None, "knowledge", "question")
+
+    def progress(done, total, question=""):
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(str(question)[:50].replace("\n", " "), refresh=False)
+        bar.refresh()
+
+    try:
+        k = wf.generate_knowledge(store, pid, llm_spec(args), settings, on_progress=progress,
+                                  should_stop=stop, tau=args.tau)
+    finally:
+        bar.close()
+    if stop():
+        print("stopped; answers so far are cached - run the same command again to resume")
+        return 1
+    print(f"{len(k.sentences)} sentences, {sum(len(v) for v in k.attributes.values())} attributes")
+    return 0
+
+
+def cmd_graph(args, store, stop):
+    from engine import workflow as wf
+
+    pid = wf.find_project(store, args.project)
+    view = wf.recompute_graph(store, pid, args.tau)
+    print(f"tau={view.tau}: {view.graph.number_of_edges()} edges, {len(view.cliques)} cliques")
+    for q in view.cliques:
+        print("  " + ", ".join(q))
+    return 0
+
+
+def cmd_train(args, store, stop):
+    from engine import workflow as wf
+    from engine.train import TrainConfig
+
+    pid = wf.find_project(store, args.project)
+    cfg = TrainConfig()
+    for opt, field in (("epochs", "epochs"), ("lr", "lr"), ("batch_size", "batch_size"), ("seed", "seed")):
+        if getattr(args, opt) is not None:
+            cfg = dataclasses.replace(cfg, **{field: getattr(args, opt)})
+    cfg = apply_sets(cfg, args.sets)
+    bar = _bar(args, None, "train", "step")
+
+    def on_step(info):
+        bar.total = info.total_steps
+        bar.n = info.step
+        bar.set_postfix(epoch=info.epoch, lr=f"{info.lr:.2g}",
+                        loss=f"{float(info.losses.get('total', float('nan'))):.4f}",
+                        rank=f"{float(info.losses.get('rank_global', float('nan'))):.3f}", refresh=False)
+        bar.refresh()
+
+    try:
+        out = wf.train_project(store, pid, backbone_spec(args), cfg, on_step=on_step, should_stop=stop,
+                               device=args.device)
+    finally:
+        bar.close()
+    if out.cancelled:
+        print(f"run {out.run_id} stopped after {len(out.history)} steps; its checkpoint is kept")
+        return 1
+    last = out.history[-1].losses if out.history else {}
+    print(f"run {out.run_id}: {len(out.history)} steps in {out.elapsed_s:.1f}s, final loss "
+          f"{float(last.get('total', float('nan'))):.4f}; classifier {out.classifier_path}")
+    return 0
+
+
+def _loader(args):
+    from engine.datasets import LoaderSettings
+
+    return LoaderSettings(batch_size=args.batch_size, workers=args.workers)
+
+
+def cmd_predict(args, store, stop):
+    from engine import workflow as wf
+
+    pid = wf.find_project(store, args.project)
+    bar = _bar(args, None, "predict", "img")
+
+    def progress(done, total):
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        s = wf.predict_files(store, pid, args.inputs, args.output, fmt=args.format,
+                             backbone_spec=backbone_spec(args), top_k=args.top_k, loader=_loader(args),
+                             include_baseline=not args.no_baseline, on_progress=progress,
+                             should_stop=stop, device=args.device)
+    finally:
+        bar.close()
+    print(f"{s.scored} scored, {s.failed} unreadable (reported), {s.skipped} already in "
+          f"{s.output}; {s.total} files")
+    return 1 if s.cancelled else 0
+
+
+def cmd_evaluate(args, store, stop):
+    from engine import workflow as wf
+    from engine.datasets import VocOptions, read_labelled_set
+
+    pid = wf.find_project(store, args.project)
+    cats = store.list_categories(pid)
+    data = read_labelled_set(args.dataset, image_dir=args.images, categories=[c.name for c in cats],
+                             aliases={c.name: list(c.synonyms or []) for c in cats},
+                             voc=VocOptions(split=args.split, include_difficult=not args.exclude_difficult))
+    bar = _bar(args, len(data), "evaluate", "img")
+
+    def progress(done, total):
+        bar.n = done
+        bar.refresh()
+
+    try:
+        res = wf.evaluate_project(store, pid, data, backbone_spec=backbone_spec(args), k=args.k,
+                                  loader=_loader(args), on_progress=progress, should_stop=stop,
+                                  device=args.device)
+    finally:
+        bar.close()
+    out = Path(args.json or f"evaluation-{pid}.json")
+    out.write_text(json.dumps(res, indent=1, default=_json_default))
+    print(f"{res['images']} images ({len(res['failures'])} unreadable), backbone {res['backbone']}")
+    if res["unmatched_labels"]:
+        print("labels not in the project: " + ", ".join(res["unmatched_labels"]))
+    print(wf.format_metrics_table(res))
+    print(f"written: {out}")
+    return 0
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:
+        pass
+    return str(o)
+
+
+def cmd_export(args, store, stop):
+    from engine import workflow as wf
+
+    pid = wf.find_project(store, args.project)
+    print(f"written: {wf.export_project(store, pid, args.path)}")
+    return 0
+
+
+def cmd_import(args, store, stop):
+    from engine import workflow as wf
+
+    pid = wf.import_project(store, args.path)
+    print(f"imported as project {pid} {store.get_project(pid).name!r}")
+    return 0
+
+
+COMMANDS = {"new": cmd_new, "list": cmd_list, "knowledge": cmd_knowledge, "graph": cmd_graph,
+            "train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate,
+            "export": cmd_export, "import": cmd_import}
+
+
+def _user_errors():
+    """Exception types whose message is the whole story for a user (printed, exit 2)."""
+    from engine import datasets, workflow
+
+    errs = [workflow.VocabularyError, workflow.WorkflowError, datasets.DatasetError, FileNotFoundError]
+    for mod, names in (("engine.clip_backbone", ("MissingWeightsError",)), ("engine.presets", ("PresetError",)),
+                       ("engine.llm", ("LLMError",)), ("engine.classifier", ("ClassifierFileError",)),
+                       ("engine.storage", ("StorageError", "ImportRefused", "ArchiveError"))):
+        try:
+            m = __import__(mod, fromlist=list(names))
+        except Exception:  # noqa: BLE001 - a module that fails to import adds no error type
+            continue
+        errs += [getattr(m, n) for n in names if isinstance(getattr(m, n, None), type)]
+    return tuple(errs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from engine import workflow as wf
+
+    stop = StopFlag().install()
+    errors = _user_errors()
+    try:
+        store = wf.open_store(args.db)
+        return COMMANDS[args.command](args, store, stop)
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
