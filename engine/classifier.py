@@ -1,0 +1,296 @@
+"""The classifier artefact: two class-embedding matrices, their scoring, and the file they live in.
+
+Once the prompts are tuned, the whole classifier is the global and local class-embedding matrices
+(N x d, L2-normalised) plus the CLIP model they belong to (METHOD.md section 5, paper 3.5); an
+image then costs one image-encoder pass.
+
+Scoring (:meth:`Classifier.scores`), for an image's global feature I^G [d] and dense features
+I^L [P, d] (all L2-normalised):
+
+* S^G_i = cos(I^G, G_i)
+* S^L_i = sum_j softmax_j(s_ij / t) * s_ij with s_ij = cos(L_i, I^L_j) over the dense positions j
+  (an optional mask leaves positions out, e.g. padding when sentences are scored as images)
+* S = lambda2 * S^G + (1 - lambda2) * S^L, lambda2 = 0.65 (paper 4.4).
+
+``local_temperature`` t defaults to 1/40: TaI-DPT's evaluation scales the dense image similarities by
+40 before the spatial softmax (``spatial_SCALE_image``; it uses 50 on text while training). TaI-DPT also
+multiplies both scores by a constant logit scale; a constant factor changes no ranking, so scores
+here stay on the cosine scale.
+
+The hand-crafted zero-shot baseline (:meth:`Classifier.from_prompts`) goes through the same code:
+its class embeddings come from open_clip's ``build_zero_shot_classifier`` and serve as both the
+global and the local matrix, fused with the same lambda2 (pass ``lambda2=1.0`` for CLIP's plain
+global-only zero-shot score).
+
+File format: ONE safetensors file, tensors ``global_emb`` and ``local_emb`` (float32 [N, d]) and a
+metadata entry ``image_free_classifier`` holding JSON: format version, categories, model name,
+lambda2, local temperature, thresholds, free ``meta``. Anything else - a truncated file, a file of
+another program, a newer format - raises :class:`ClassifierFileError` with one sentence.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+FORMAT_NAME = "image-free-studio/classifier"
+FORMAT_VERSION = 1
+META_KEY = "image_free_classifier"
+DEFAULT_LAMBDA2 = 0.65
+DEFAULT_LOCAL_TEMPERATURE = 1.0 / 40.0
+
+
+class ClassifierFileError(ValueError):
+    """A classifier file that cannot be read (the message says why, in one sentence)."""
+
+
+class ImageError(ValueError):
+    """An image that cannot be turned into pixels for the backbone."""
+
+
+def local_scores(class_emb: torch.Tensor, dense: torch.Tensor, temperature: float,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """S^L [B, N] = sum_j softmax_j(s_ij / t) * s_ij over positions j of ``dense`` [B, P, d].
+
+    ``class_emb`` [N, d] and ``dense`` are expected L2-normalised (so s_ij are cosines); ``mask``
+    [B, P] bool keeps True positions only (every row needs at least one). Differentiable.
+    """
+    sims = torch.einsum("bpd,nd->bnp", dense, class_emb)  # [B, N, P]
+    logits = sims / temperature
+    if mask is not None:
+        keep = mask[:, None, :].to(torch.bool)
+        logits = logits.masked_fill(~keep, float("-inf"))
+        sims = sims.masked_fill(~keep, 0.0)
+    weights = torch.softmax(logits, dim=-1)
+    return (weights * sims).sum(dim=-1)
+
+
+def _unit_rows(x) -> torch.Tensor:
+    """float32 CPU rows of unit length (left bit-for-bit alone when already unit, so files round-trip)."""
+    x = torch.as_tensor(x).detach().float().cpu()
+    if x.ndim == 2 and x.numel() and torch.allclose(x.norm(dim=-1), torch.ones(x.shape[0]), atol=1e-6):
+        return x.contiguous()
+    return F.normalize(x, dim=-1)
+
+
+@dataclass
+class Classifier:
+    """Tuned (or hand-crafted) class embeddings plus everything needed to score and to save them."""
+
+    categories: list[str]
+    global_emb: torch.Tensor
+    local_emb: torch.Tensor
+    model_name: str
+    lambda2: float = DEFAULT_LAMBDA2
+    local_temperature: float = DEFAULT_LOCAL_TEMPERATURE
+    thresholds: dict[str, float] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.categories = [str(c) for c in self.categories]
+        self.global_emb = _unit_rows(self.global_emb)
+        self.local_emb = _unit_rows(self.local_emb)
+        n = len(self.categories)
+        if n == 0:
+            raise ValueError("A classifier needs at least one category.")
+        if len(set(self.categories)) != n:
+            raise ValueError("Category names of a classifier must be unique.")
+        for name, emb in (("global_emb", self.global_emb), ("local_emb", self.local_emb)):
+            if emb.ndim != 2 or emb.shape[0] != n:
+                raise ValueError(f"{name} must be [{n}, d] for {n} categories, got {tuple(emb.shape)}.")
+        if self.global_emb.shape != self.local_emb.shape:
+            raise ValueError("global_emb and local_emb must have the same shape.")
+        if not 0.0 <= float(self.lambda2) <= 1.0:
+            raise ValueError(f"lambda2 must lie in [0, 1], got {self.lambda2}.")
+        if not float(self.local_temperature) > 0:
+            raise ValueError(f"local_temperature must be positive, got {self.local_temperature}.")
+        self.lambda2 = float(self.lambda2)
+        self.local_temperature = float(self.local_temperature)
+        if self.thresholds:
+            unknown = sorted(set(self.thresholds) - set(self.categories))
+            if unknown:
+                raise ValueError(f"Thresholds for unknown categories: {', '.join(unknown)}.")
+            self.thresholds = {k: float(v) for k, v in self.thresholds.items()}
+        self.meta = dict(self.meta or {})
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.global_emb.shape[1])
+
+    # ---- scoring ---------------------------------------------------------------------------------
+    def score_parts(self, glob: torch.Tensor, dense: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S^G [B, N], S^L [B, N]) for global [B, d] and dense [B, P, d] features (normalised here)."""
+        if glob.ndim != 2 or dense.ndim != 3 or glob.shape[0] != dense.shape[0]:
+            raise ValueError(f"Expected glob [B, d] and dense [B, P, d], got {tuple(glob.shape)} and "
+                             f"{tuple(dense.shape)}.")
+        if glob.shape[-1] != self.embed_dim or dense.shape[-1] != self.embed_dim:
+            raise ValueError(f"Features have dimension {glob.shape[-1]}, but this classifier's embeddings "
+                             f"have {self.embed_dim} ({self.model_name}); use the CLIP model it was made for.")
+        dev = glob.device
+        glob = F.normalize(glob.float(), dim=-1)
+        dense = F.normalize(dense.float(), dim=-1)
+        s_g = glob @ self.global_emb.to(dev).T
+        s_l = local_scores(self.local_emb.to(dev), dense, self.local_temperature,
+                           None if mask is None else mask.to(dev))
+        return s_g, s_l
+
+    def scores(self, glob: torch.Tensor, dense: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Fused scores S = lambda2 * S^G + (1 - lambda2) * S^L, [B, N]."""
+        s_g, s_l = self.score_parts(glob, dense, mask)
+        return self.lambda2 * s_g + (1.0 - self.lambda2) * s_l
+
+    def predict_labels(self, scores_row: torch.Tensor, k: int | None = 3) -> list[tuple[str, float]]:
+        """Labels of one image: its top-k categories, or (k=None) every category at or above its
+        threshold; with both, the top-k that pass their thresholds. Categories without a threshold
+        pass any score when k is given and never pass when k is None."""
+        row = torch.as_tensor(scores_row).detach().float().cpu().reshape(-1)
+        ranked = top_k(row, self.categories, len(self.categories) if k is None else k)
+        th = self.thresholds or {}
+        if k is None:
+            return [(c, s) for c, s in ranked if c in th and s >= th[c]]
+        return [(c, s) for c, s in ranked if c not in th or s >= th[c]]
+
+    # ---- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_prompts(cls, backbone, categories: Sequence[str], prompt_texts=None, *,
+                     lambda2: float = DEFAULT_LAMBDA2, local_temperature: float = DEFAULT_LOCAL_TEMPERATURE,
+                     templates: Sequence[str] = ("a photo of a {}.",), thresholds=None) -> "Classifier":
+        """The hand-crafted zero-shot baseline, built with open_clip's ``build_zero_shot_classifier``.
+
+        ``prompt_texts``: one entry per category, a prompt string or a list of prompts (averaged, as
+        prompt ensembles are); None = ``templates`` formatted with each category name.
+        """
+        from open_clip.zero_shot_classifier import build_zero_shot_classifier
+
+        categories = [str(c) for c in categories]
+        if prompt_texts is None:
+            table = [[t.format(c) for t in templates] for c in categories]
+        else:
+            if len(prompt_texts) != len(categories):
+                raise ValueError(f"{len(prompt_texts)} prompts for {len(categories)} categories.")
+            table = [[p] if isinstance(p, str) else list(p) for p in prompt_texts]
+            if any(not row or any(not str(p).strip() for p in row) for row in table):
+                raise ValueError("Every category needs a non-empty hand-crafted prompt.")
+        index = {c: i for i, c in enumerate(categories)}
+
+        def build(names, count):
+            tmpl = [(lambda c, j=j: table[index[c]][j]) for j in range(count)]
+            w = build_zero_shot_classifier(backbone.model, backbone.tokenizer, names, tmpl,
+                                           num_classes_per_batch=32, device=backbone.device)
+            return w.T.float().cpu()  # [n, d]
+
+        counts = {len(row) for row in table}
+        if len(counts) == 1:
+            emb = build(categories, counts.pop())
+        else:  # ragged ensembles: one category at a time
+            emb = torch.cat([build([c], len(table[i])) for i, c in enumerate(categories)])
+        return cls(categories, emb, emb.clone(), backbone.name, lambda2=lambda2,
+                   local_temperature=local_temperature, thresholds=thresholds,
+                   meta={"kind": "handcrafted", "prompts": table})
+
+    # ---- file ------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write one safetensors file (atomically: a temporary file renamed into place)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = {
+            "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+            "categories": self.categories, "model_name": self.model_name,
+            "lambda2": self.lambda2, "local_temperature": self.local_temperature,
+            "thresholds": self.thresholds or {}, "embed_dim": self.embed_dim, "meta": self.meta,
+        }
+        try:
+            text = json.dumps(header, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"Classifier metadata must be plain JSON: {err}") from err
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({"global_emb": self.global_emb.contiguous(), "local_emb": self.local_emb.contiguous()},
+                  str(tmp), metadata={META_KEY: text})
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Classifier":
+        """Read a file written by :meth:`save`; anything else raises :class:`ClassifierFileError`."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise ClassifierFileError(f"Classifier file {path} does not exist.")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                raw_meta = (f.metadata() or {}).get(META_KEY)
+                names = set(f.keys())
+                tensors = {k: f.get_tensor(k) for k in ("global_emb", "local_emb") if k in names}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise ClassifierFileError(
+                f"{path} is not a readable classifier file (truncated, damaged or not safetensors: {err})."
+            ) from err
+        if raw_meta is None or len(tensors) != 2:
+            raise ClassifierFileError(
+                f"{path} is a safetensors file but not an Image-Free Studio classifier (no classifier metadata)."
+            )
+        try:
+            header = json.loads(raw_meta)
+            if header.get("format") != FORMAT_NAME:
+                raise ValueError("unknown format")
+        except (ValueError, AttributeError) as err:
+            raise ClassifierFileError(f"{path} has damaged or foreign classifier metadata.") from err
+        version = header.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ClassifierFileError(
+                f"{path} uses classifier format version {version}; this program reads version {FORMAT_VERSION}."
+            )
+        try:
+            return cls(header["categories"], tensors["global_emb"], tensors["local_emb"], header["model_name"],
+                       lambda2=header["lambda2"], local_temperature=header["local_temperature"],
+                       thresholds=header.get("thresholds") or None, meta=header.get("meta") or {})
+        except (KeyError, TypeError, ValueError) as err:
+            raise ClassifierFileError(f"{path} holds an inconsistent classifier ({err}).") from err
+
+
+def top_k(scores_row, categories: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The k highest-scoring (category, score) pairs of one row, best first (ties: lower index)."""
+    row = torch.as_tensor(scores_row).detach().float().cpu().reshape(-1)
+    if row.numel() != len(categories):
+        raise ValueError(f"{row.numel()} scores for {len(categories)} categories.")
+    k = max(0, min(int(k), row.numel()))
+    order = sorted(range(row.numel()), key=lambda i: (-float(row[i]), i))[:k]
+    return [(categories[i], float(row[i])) for i in order]
+
+
+def _pixels(backbone, images) -> torch.Tensor:
+    out = []
+    for n, img in enumerate(images):
+        try:
+            if getattr(img, "mode", "RGB") != "RGB":
+                img = img.convert("RGB")
+            out.append(backbone.preprocess(img))
+        except Exception as err:  # PIL decode errors come in many types
+            raise ImageError(f"Image {n} cannot be prepared for {backbone.name}: {err}") from err
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def score_images(backbone, classifier: Classifier, images: Sequence, batch_size: int = 32) -> torch.Tensor:
+    """Fused scores [B, N] (CPU float32) of PIL images; an unusable image raises :class:`ImageError`."""
+    if classifier.model_name != backbone.name:
+        raise ValueError(f"The classifier was made for {classifier.model_name}, not {backbone.name}.")
+    parts = []
+    images = list(images)
+    for start in range(0, len(images), batch_size):
+        pixels = _pixels(backbone, images[start:start + batch_size])
+        glob, dense = backbone.image_features(pixels)
+        parts.append(classifier.scores(glob, dense).float().cpu())
+    if not parts:
+        return torch.zeros(0, len(classifier.categories))
+    return torch.cat(parts)
+
