@@ -1,0 +1,87 @@
+"""Small helpers shared by the panels: message formatting, running engine work in a thread
+while a Gradio generator yields progress, and the open project's id."""
+from __future__ import annotations
+
+import html
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+
+
+def ok(text: str) -> str:
+    return f"✅ {text}"
+
+
+def err(text: str) -> str:
+    return f"⚠️ {text}"
+
+
+def explain(exc: BaseException) -> str:
+    """One clear line for the person; the engine's errors already carry the what and the how."""
+    msg = str(exc).strip() or exc.__class__.__name__
+    return err(msg)
+
+
+def esc(text) -> str:
+    return html.escape(str(text))
+
+
+def project_id(browser_state) -> int | None:
+    """The open project's id from the per-visitor browser state."""
+    if isinstance(browser_state, dict):
+        pid = browser_state.get("project")
+        return int(pid) if pid not in (None, "") else None
+    return None
+
+
+def session_of(request) -> str:
+    return getattr(request, "session_hash", None) or "local"
+
+
+class Worker:
+    """Run ``fn(emit, should_stop)`` in a thread; iterate over what it emits, then its result.
+
+    ``emit(item)`` queues an item for the generator that drives the page; ``should_stop()``
+    reads the cancel flag. Iteration yields ``("item", x)`` for every emitted item and finally
+    ``("done", result)`` or ``("error", exc)``. Items arriving faster than ``min_interval``
+    seconds are coalesced to the latest one so the page is not flooded.
+    """
+
+    def __init__(self, fn: Callable, cancel: threading.Event, min_interval: float = 0.3):
+        self.fn = fn
+        self.cancel = cancel
+        self.min_interval = min_interval
+        self.q: queue.Queue = queue.Queue()
+
+    def _run(self):
+        try:
+            result = self.fn(self.q.put, self.cancel.is_set)
+            self.q.put(("__done__", result))
+        except BaseException as exc:  # reported to the page, never swallowed
+            traceback.print_exc()
+            self.q.put(("__error__", exc))
+
+    def __iter__(self) -> Iterator[tuple[str, object]]:
+        thread = threading.Thread(target=self._run, daemon=True)
+        thread.start()
+        last = 0.0
+        pending = None
+        while True:
+            try:
+                msg = self.q.get(timeout=self.min_interval)
+            except queue.Empty:
+                if pending is not None:
+                    yield ("item", pending)
+                    pending, last = None, time.time()
+                continue
+            if isinstance(msg, tuple) and len(msg) == 2 and msg[0] in ("__done__", "__error__"):
+                if pending is not None:
+                    yield ("item", pending)
+                yield ("done" if msg[0] == "__done__" else "error", msg[1])
+                return
+            pending = msg
+            if time.time() - last >= self.min_interval:
+                yield ("item", pending)
+                pending, last = None, time.time()

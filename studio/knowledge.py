@@ -1,0 +1,223 @@
+"""Step 2, Knowledge: choose the LLM, edit question templates and counts, generate with progress
+and cancel (resumable: answers are cached per question, so generating again skips what exists),
+then inspect and edit per category (attributes kept or dropped, synonyms, super-category,
+hand-crafted prompt) and regenerate one category."""
+from __future__ import annotations
+
+import dataclasses
+
+import gradio as gr
+
+from engine import workflow as wf
+from studio.common import Worker, err, explain, ok, project_id, session_of
+
+LLM_KINDS = [("Bundled model", "bundled"), ("GGUF file", "gguf"), ("OpenAI-compatible endpoint", "openai")]
+BUNDLED = [("SmolLM2 135M Instruct", "smollm2"), ("Gemma 3 270M (base)", "gemma3")]
+
+
+def settings_fields():
+    """(name, default) of every field of ``KnowledgeSettings``: ints become count boxes, strings
+    template boxes."""
+    from engine.knowledge import KnowledgeSettings
+
+    default = KnowledgeSettings()
+    return [(f.name, getattr(default, f.name)) for f in dataclasses.fields(KnowledgeSettings)]
+
+
+def make_settings(values: dict):
+    from engine.knowledge import KnowledgeSettings
+
+    base = KnowledgeSettings()
+    kw = {}
+    for name, default in settings_fields():
+        if name not in values or values[name] is None:
+            continue
+        val = values[name]
+        if isinstance(default, bool):
+            kw[name] = bool(val)
+        elif isinstance(default, int):
+            kw[name] = int(val)
+        elif isinstance(default, float):
+            kw[name] = float(val)
+        elif isinstance(default, str):
+            kw[name] = str(val)
+    return dataclasses.replace(base, **kw)
+
+
+# ---- handlers ----------------------------------------------------------------------------------
+
+def llm_spec(ctx, kind, name, path, base_url, model):
+    return ctx.settings.llm_spec(kind=kind, name=name, path=path or None,
+                                 base_url=base_url or None, model=model or None)
+
+
+def generate(ctx, state, spec, settings, cancel, category: str | None = None):
+    """Generator of (progress text, done, total); ends with a final message. Runs
+    ``workflow.studio_generate_knowledge`` in a thread; ``cancel`` is a threading.Event."""
+    pid = project_id(state)
+    if pid is None:
+        yield err("Open a project first."), 0, 0
+        return
+
+    def job(emit, should_stop):
+        progress = lambda d, t, q: emit((d, t, q))  # noqa: E731
+        if category:
+            return wf.studio_regenerate_category(ctx.store, pid, category, spec, settings,
+                                                 on_progress=progress, should_stop=should_stop)
+        return wf.generate_knowledge(ctx.store, pid, spec, settings,
+                                     on_progress=progress, should_stop=should_stop)
+
+    done = total = 0
+    for kind, payload in Worker(job, cancel):
+        if kind == "item":
+            done, total, question = payload
+            yield f"Asking {done + 1} of {total}: {str(question)[:160]}", done, total
+        elif kind == "done":
+            if cancel.is_set():
+                yield ok(f"Cancelled after {done} of {total} answers; generate again to resume."), done, total
+            else:
+                n = len(getattr(payload, "sentences", []) or [])
+                yield ok(f"Knowledge ready: {n} sentences."), total, total
+        else:
+            yield explain(payload), done, total
+
+
+def category_choices(ctx, state) -> list[str]:
+    pid = project_id(state)
+    return [] if pid is None else wf.studio_project_info(ctx.store, pid)["categories"]
+
+
+def category_details(ctx, state, category):
+    """-> (attribute rows [[attribute, kept]], synonyms text, super-category, prompt)."""
+    pid = project_id(state)
+    if pid is None or not category:
+        return [], "", "", ""
+    d = wf.studio_category_details(ctx.store, pid, category)
+    rows = [[a["text"], bool(a["kept"])] for a in d["attributes"]]
+    return rows, ", ".join(d["synonyms"]), d["super"] or "", d["prompt"] or ""
+
+
+def save_category(ctx, state, category, rows, synonyms, super_, prompt) -> str:
+    pid = project_id(state)
+    if pid is None or not category:
+        return err("Open a project and choose a category first.")
+    if hasattr(rows, "values"):  # a pandas frame from gr.Dataframe
+        rows = rows.values.tolist()
+    attrs = []
+    for row in rows or []:
+        if not row or not str(row[0]).strip():
+            continue
+        kept = row[1] if len(row) > 1 else True
+        if isinstance(kept, str):
+            kept = kept.strip().lower() in ("true", "1", "yes", "keep", "kept")
+        attrs.append({"text": str(row[0]).strip(), "kept": bool(kept)})
+    syns = [s.strip() for s in (synonyms or "").replace("\n", ",").split(",") if s.strip()]
+    try:
+        wf.studio_update_category(ctx.store, pid, category, attributes=attrs, synonyms=syns,
+                                  super_=(super_ or "").strip() or None,
+                                  prompt=(prompt or "").strip() or None)
+    except Exception as exc:
+        return explain(exc)
+    return ok(f"Saved **{category}**.")
+
+
+# ---- widgets and events ------------------------------------------------------------------------
+
+def build_knowledge(ctx) -> dict:
+    w: dict = {}
+    s = ctx.settings
+    with gr.Row():
+        w["llm_kind"] = gr.Radio(LLM_KINDS, value=s.llm_kind, label="LLM", elem_id="llm-kind")
+        w["llm_name"] = gr.Dropdown(BUNDLED, value=s.llm_name, label="Bundled model")
+        w["llm_path"] = gr.Textbox(value=s.llm_path or "", label="GGUF file path")
+        w["llm_url"] = gr.Textbox(value=s.llm_base_url or "", label="Endpoint base URL")
+        w["llm_model"] = gr.Textbox(value=s.llm_model or "", label="Endpoint model name")
+    w["fields"] = {}
+    try:
+        fields = settings_fields()
+    except ImportError:
+        fields = []
+    counts = [(n, d) for n, d in fields if isinstance(d, (int, float)) and not isinstance(d, bool)]
+    texts = [(n, d) for n, d in fields if isinstance(d, str)]
+    with gr.Accordion("Counts", open=True):
+        with gr.Row():
+            for name, default in counts:
+                w["fields"][name] = gr.Number(value=default, label=name.replace("_", " "),
+                                              precision=0 if isinstance(default, int) else None,
+                                              elem_id=f"ks-{name}", min_width=120)
+    with gr.Accordion("Question templates", open=False):
+        for name, default in texts:
+            w["fields"][name] = gr.Textbox(value=default, label=name.replace("_", " "), lines=2)
+    with gr.Row():
+        w["generate"] = gr.Button("Generate knowledge", variant="primary", elem_id="gen-knowledge")
+        w["cancel"] = gr.Button("Cancel", variant="stop", elem_id="cancel-knowledge")
+    w["progress"] = gr.Slider(0, 1, value=0, label="Answers", interactive=False,
+                              elem_id="knowledge-progress")
+    w["msg"] = gr.Markdown(elem_id="knowledge-msg")
+    gr.Markdown("#### Per category")
+    with gr.Row():
+        w["category"] = gr.Dropdown([], label="Category", elem_id="kn-category")
+        w["regen"] = gr.Button("Regenerate this category", elem_id="regen-category")
+    w["attrs"] = gr.Dataframe(headers=["attribute", "keep"], datatype=["str", "bool"],
+                              label="Attributes (untick keep to drop one)", interactive=True,
+                              elem_id="kn-attributes", column_count=2)
+    with gr.Row():
+        w["synonyms"] = gr.Textbox(label="Synonyms (comma-separated)", elem_id="kn-synonyms")
+        w["super"] = gr.Textbox(label="Super-category", elem_id="kn-super")
+        w["prompt"] = gr.Textbox(label="Hand-crafted prompt", elem_id="kn-prompt")
+    w["save"] = gr.Button("Save category", elem_id="save-category")
+    w["cat_msg"] = gr.Markdown(elem_id="kn-cat-msg")
+    return w
+
+
+def wire_knowledge(ctx, w: dict, state) -> None:
+    field_names = list(w["fields"])
+    llm_inputs = [w["llm_kind"], w["llm_name"], w["llm_path"], w["llm_url"], w["llm_model"]]
+
+    def run(st, kind, name, path, url, model, *vals, category=None, request: gr.Request = None):
+        session = session_of(request)
+        try:
+            spec = llm_spec(ctx, kind, name, path, url, model)
+            settings = make_settings(dict(zip(field_names, vals)))
+        except Exception as exc:
+            yield explain(exc), gr.update()
+            return
+        cancel = ctx.jobs.start(session, "knowledge")
+        try:
+            for text, done, total in generate(ctx, st, spec, settings, cancel, category):
+                yield text, gr.update(value=done, maximum=max(total, 1))
+        finally:
+            ctx.jobs.finish(session, "knowledge", cancel)
+
+    def run_all(st, *args, request: gr.Request):
+        yield from run(st, *args, request=request)
+
+    def run_one(st, cat, *args, request: gr.Request):
+        if not cat:
+            yield err("Choose a category first."), gr.update()
+            return
+        yield from run(st, *args, category=cat, request=request)
+
+    inputs = [state] + llm_inputs + [w["fields"][n] for n in field_names]
+    gen = w["generate"].click(run_all, inputs, [w["msg"], w["progress"]])
+    gen.then(lambda st: gr.update(choices=category_choices(ctx, st)), [state], [w["category"]])
+    w["regen"].click(run_one, [state, w["category"]] + inputs[1:], [w["msg"], w["progress"]]).then(
+        lambda st, c: category_details(ctx, st, c), [state, w["category"]],
+        [w["attrs"], w["synonyms"], w["super"], w["prompt"]])
+
+    def cancel(request: gr.Request):
+        return ok("Cancelling...") if ctx.jobs.cancel(session_of(request), "knowledge") else err("Nothing is running.")
+
+    w["cancel"].click(cancel, None, [w["msg"]], queue=False)
+    w["category"].change(lambda st, c: category_details(ctx, st, c), [state, w["category"]],
+                         [w["attrs"], w["synonyms"], w["super"], w["prompt"]])
+    w["save"].click(lambda st, c, r, sy, su, p: save_category(ctx, st, c, r, sy, su, p),
+                    [state, w["category"], w["attrs"], w["synonyms"], w["super"], w["prompt"]],
+                    [w["cat_msg"]])
+
+
+def refresh_knowledge(ctx, state):
+    """Outputs for [category dropdown, attrs, synonyms, super, prompt] when the project changes."""
+    cats = category_choices(ctx, state)
+    first = cats[0] if cats else None
+    return (gr.update(choices=cats, value=first), *category_details(ctx, state, first))

@@ -1,0 +1,138 @@
+"""Step 3, Sentences: browse, search and filter the training sentences by category and source
+question; edit a sentence or its labels; disable or delete it; counts per category so an
+under-covered category shows."""
+from __future__ import annotations
+
+import gradio as gr
+
+from engine import workflow as wf
+from studio.common import err, explain, ok, project_id
+
+HEADERS = ["id", "text", "labels", "source", "enabled"]
+PAGE = 200
+
+
+# ---- handlers ----------------------------------------------------------------------------------
+
+def table(ctx, state, category=None, source=None, search="", include_disabled=True):
+    """-> (rows for the table, shown/total text)."""
+    pid = project_id(state)
+    if pid is None:
+        return [], "No project open."
+    rows = wf.studio_list_sentences(ctx.store, pid, category=category or None,
+                                    source=source or None, search=search or "",
+                                    include_disabled=include_disabled)
+    out = [[r["id"], r["text"], ", ".join(r["labels"]), r["source"], bool(r["enabled"])]
+           for r in rows[:PAGE]]
+    more = f" (first {PAGE} shown)" if len(rows) > PAGE else ""
+    return out, f"{len(rows)} sentences match{more}."
+
+
+def counts(ctx, state):
+    """Rows [category, enabled sentences labelled with it], fewest first."""
+    pid = project_id(state)
+    if pid is None:
+        return []
+    c = wf.studio_sentence_counts(ctx.store, pid)
+    return sorted(([k, v] for k, v in c.items()), key=lambda r: (r[1], r[0]))
+
+
+def filters(ctx, state):
+    """-> (category choices, source choices)."""
+    pid = project_id(state)
+    if pid is None:
+        return [], []
+    info = wf.studio_project_info(ctx.store, pid)
+    return [""] + info["categories"], [""] + wf.studio_sentence_sources(ctx.store, pid)
+
+
+def pick(rows, evt_index):
+    """The sentence fields of the clicked table row -> (id, text, labels, enabled)."""
+    if hasattr(rows, "values"):
+        rows = rows.values.tolist()
+    if evt_index is None or not rows:
+        return None, "", "", True
+    r = rows[evt_index[0] if isinstance(evt_index, (list, tuple)) else evt_index]
+    return int(r[0]), r[1], r[2], bool(r[4])
+
+
+def save(ctx, state, sid, text, labels, enabled) -> str:
+    pid = project_id(state)
+    if pid is None or sid in (None, ""):
+        return err("Pick a sentence in the table first.")
+    labs = [x.strip() for x in (labels or "").split(",") if x.strip()]
+    try:
+        wf.studio_update_sentence(ctx.store, pid, int(sid), text=text, labels=labs, enabled=bool(enabled))
+    except Exception as exc:
+        return explain(exc)
+    return ok(f"Saved sentence {int(sid)}.")
+
+
+def delete(ctx, state, sid) -> str:
+    pid = project_id(state)
+    if pid is None or sid in (None, ""):
+        return err("Pick a sentence in the table first.")
+    try:
+        wf.studio_delete_sentence(ctx.store, pid, int(sid))
+    except Exception as exc:
+        return explain(exc)
+    return ok(f"Deleted sentence {int(sid)}.")
+
+
+# ---- widgets and events ------------------------------------------------------------------------
+
+def build_sentences(ctx) -> dict:
+    w: dict = {}
+    with gr.Row():
+        w["category"] = gr.Dropdown([""], value="", label="Category", elem_id="sent-category")
+        w["source"] = gr.Dropdown([""], value="", label="Source question", elem_id="sent-source")
+        w["search"] = gr.Textbox(label="Search", elem_id="sent-search")
+        w["refresh"] = gr.Button("Show", elem_id="sent-show")
+    with gr.Row():
+        with gr.Column(scale=3):
+            w["info"] = gr.Markdown()
+            w["table"] = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True,
+                                      elem_id="sent-table", max_height=420)
+        with gr.Column(scale=1):
+            w["counts"] = gr.Dataframe(headers=["category", "sentences"], interactive=False,
+                                       label="Sentences per category (fewest first)",
+                                       elem_id="sent-counts")
+    with gr.Row():
+        w["sid"] = gr.Number(label="Sentence id", precision=0, interactive=False)
+        w["text"] = gr.Textbox(label="Text", scale=4, elem_id="sent-text")
+        w["labels"] = gr.Textbox(label="Labels (comma-separated)", scale=2, elem_id="sent-labels")
+        w["enabled"] = gr.Checkbox(label="Enabled", value=True)
+    with gr.Row():
+        w["save"] = gr.Button("Save sentence", elem_id="sent-save")
+        w["delete"] = gr.Button("Delete sentence", variant="stop", elem_id="sent-delete")
+    w["msg"] = gr.Markdown()
+    return w
+
+
+def wire_sentences(ctx, w: dict, state) -> None:
+    def show(st, c, s, q):
+        rows, info = table(ctx, st, c, s, q)
+        return rows, info, counts(ctx, st)
+
+    view_in = [state, w["category"], w["source"], w["search"]]
+    view_out = [w["table"], w["info"], w["counts"]]
+    for trigger in (w["refresh"].click, w["search"].submit, w["category"].change, w["source"].change):
+        trigger(show, view_in, view_out)
+
+    def on_select(rows, evt: gr.SelectData):
+        return pick(rows, evt.index)
+
+    w["table"].select(on_select, [w["table"]], [w["sid"], w["text"], w["labels"], w["enabled"]])
+    w["save"].click(lambda st, i, t, l, e: save(ctx, st, i, t, l, e),
+                    [state, w["sid"], w["text"], w["labels"], w["enabled"]], [w["msg"]]).then(
+        show, view_in, view_out)
+    w["delete"].click(lambda st, i: delete(ctx, st, i), [state, w["sid"]], [w["msg"]]).then(
+        show, view_in, view_out)
+
+
+def refresh_sentences(ctx, state):
+    """Outputs for [category, source, table, info, counts] when the project changes."""
+    cats, sources = filters(ctx, state)
+    rows, info = table(ctx, state)
+    return (gr.update(choices=cats, value=""), gr.update(choices=sources, value=""), rows, info,
+            counts(ctx, state))

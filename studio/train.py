@@ -1,0 +1,199 @@
+"""Step 5, Train: the settings with the paper's defaults (``TrainConfig()`` and ``PromptLayout()``
+as the engine defines them; the widgets are made from their fields), the device shown, start,
+live loss curves while it runs, elapsed and remaining time, cancel, and the past runs."""
+from __future__ import annotations
+
+import dataclasses
+
+import gradio as gr
+
+from engine import workflow as wf
+from studio import figures
+from studio.common import Worker, err, explain, ok, project_id, session_of
+
+MODES = ["hierarchical", "shared", "specific"]
+
+
+def _numeric_fields(cls) -> list[tuple[str, object]]:
+    d = cls()
+    return [(f.name, getattr(d, f.name)) for f in dataclasses.fields(cls)
+            if isinstance(getattr(d, f.name), (int, float)) and not isinstance(getattr(d, f.name), bool)]
+
+
+def config_fields() -> tuple[list, list]:
+    """((name, default) of TrainConfig's numeric fields, of PromptLayout's block sizes)."""
+    from engine.prompts import PromptLayout
+    from engine.train import TrainConfig
+
+    return _numeric_fields(TrainConfig), _numeric_fields(PromptLayout)
+
+
+def make_config(values: dict, layout_values: dict, mode: str):
+    from engine.prompts import PromptLayout
+    from engine.train import TrainConfig
+
+    def cast(default, v):
+        return int(v) if isinstance(default, int) else float(v)
+
+    tf, lf = config_fields()
+    layout = PromptLayout(**{n: cast(d, layout_values[n]) for n, d in lf if layout_values.get(n) is not None},
+                          mode=mode or "hierarchical")
+    kw = {n: cast(d, values[n]) for n, d in tf if values.get(n) is not None}
+    return TrainConfig(**kw, layout=layout)
+
+
+def device_text() -> str:
+    from engine.device import pick_device
+
+    dev = pick_device()
+    if dev.type == "cuda":
+        import torch
+
+        return f"Device: **CUDA** ({torch.cuda.get_device_name(dev)})"
+    return "Device: **CPU** (no CUDA device found)"
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(max(0.0, s)))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def step_dict(info) -> dict:
+    return {"step": info.step, "epoch": info.epoch, "lr": info.lr,
+            "losses": {k: float(v) for k, v in info.losses.items()}, "elapsed_s": info.elapsed_s,
+            "total_steps": info.total_steps}
+
+
+def timing_text(h: dict) -> str:
+    done = h["step"] + 1 if h["step"] < h["total_steps"] else h["step"]
+    rate = h["elapsed_s"] / max(done, 1)
+    remaining = rate * max(h["total_steps"] - done, 0)
+    return (f"Step {done} of {h['total_steps']} · epoch {h['epoch'] + 1} · "
+            f"loss {h['losses'].get('total', float('nan')):.4f} · elapsed {_fmt_s(h['elapsed_s'])} · "
+            f"remaining about {_fmt_s(remaining)}")
+
+
+# ---- handlers ----------------------------------------------------------------------------------
+
+def run(ctx, state, config, cancel):
+    """Generator of (status text, history list of step dicts); trains in a thread."""
+    pid = project_id(state)
+    if pid is None:
+        yield err("Open a project first."), []
+        return
+    spec = ctx.settings.backbone_spec()
+
+    def job(emit, should_stop):
+        seen: list[dict] = []
+
+        def on_step(info):
+            seen.append(step_dict(info))
+            emit(list(seen))  # the page may skip some updates; each carries every step so far
+
+        return wf.train_project(ctx.store, pid, spec, config, on_step=on_step, should_stop=should_stop)
+
+    history: list[dict] = []
+    yield "Loading CLIP and encoding the sentences...", history
+    for kind, payload in Worker(job, cancel, min_interval=0.5):
+        if kind == "item":
+            history = payload
+            yield timing_text(history[-1]), history
+        elif kind == "done":
+            history = [step_dict(i) for i in payload.history] or history
+            if payload.cancelled:
+                yield ok(f"Cancelled after {len(history)} steps; nothing was saved as a classifier."), history
+            else:
+                yield ok(f"Trained in {_fmt_s(payload.elapsed_s)}: classifier saved (run {payload.run_id})."), history
+        else:
+            yield explain(payload), history
+
+
+def past_runs(ctx, state) -> list[list]:
+    pid = project_id(state)
+    if pid is None:
+        return []
+    return [[r["id"], r["status"], r["created"], r["steps"], r["final_loss"], r["elapsed"], r["config"]]
+            for r in wf.studio_list_runs(ctx.store, pid)]
+
+
+def run_curve(ctx, state, run_id):
+    pid = project_id(state)
+    if pid is None or run_id in (None, ""):
+        return figures.loss_figure([])
+    return figures.loss_figure(wf.studio_run_history(ctx.store, pid, int(run_id)),
+                               title=f"Run {int(run_id)}")
+
+
+# ---- widgets and events ------------------------------------------------------------------------
+
+def build_train(ctx) -> dict:
+    w: dict = {"cfg": {}, "layout": {}}
+    try:
+        tf, lf = config_fields()
+    except ImportError:
+        tf, lf = [], []
+    w["device"] = gr.Markdown(device_text(), elem_id="train-device")
+    with gr.Accordion("Settings (the paper's defaults)", open=True):
+        with gr.Row():
+            for name, default in tf:
+                w["cfg"][name] = gr.Number(value=default, label=name.replace("_", " "),
+                                           precision=0 if isinstance(default, int) else None,
+                                           elem_id=f"tc-{name}", min_width=110)
+        with gr.Row():
+            for name, default in lf:
+                w["layout"][name] = gr.Number(value=default, label=f"{name} tokens", precision=0,
+                                              elem_id=f"tl-{name}", min_width=110)
+            w["mode"] = gr.Dropdown(MODES, value="hierarchical", label="Prompt mode")
+    with gr.Row():
+        w["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
+        w["cancel"] = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
+    w["status"] = gr.Markdown(elem_id="train-status")
+    w["plot"] = gr.Plot(label="Losses", elem_id="train-plot")
+    w["history"] = gr.State([])
+    gr.Markdown("#### Past runs")
+    w["runs"] = gr.Dataframe(headers=["run", "status", "started", "steps", "final loss", "seconds", "config"],
+                             interactive=False, elem_id="train-runs", wrap=True)
+    w["run_plot"] = gr.Plot(label="Losses of the run clicked above")
+    return w
+
+
+def wire_train(ctx, w: dict, state) -> None:
+    cfg_names, layout_names = list(w["cfg"]), list(w["layout"])
+
+    def start(st, mode, *vals, request: gr.Request):
+        session = session_of(request)
+        try:
+            config = make_config(dict(zip(cfg_names, vals[:len(cfg_names)])),
+                                 dict(zip(layout_names, vals[len(cfg_names):])), mode)
+        except Exception as exc:
+            yield explain(exc), gr.update()
+            return
+        cancel = ctx.jobs.start(session, "train")
+        try:
+            for text, hist in run(ctx, st, config, cancel):
+                yield text, figures.loss_figure(hist)
+        finally:
+            ctx.jobs.finish(session, "train", cancel)
+
+    inputs = [state, w["mode"]] + [w["cfg"][n] for n in cfg_names] + [w["layout"][n] for n in layout_names]
+    w["start"].click(start, inputs, [w["status"], w["plot"]]).then(
+        lambda st: past_runs(ctx, st), [state], [w["runs"]])
+
+    def cancel(request: gr.Request):
+        return ok("Cancelling...") if ctx.jobs.cancel(session_of(request), "train") else err("Nothing is running.")
+
+    w["cancel"].click(cancel, None, [w["status"]], queue=False)
+
+    def on_select(rows, evt: gr.SelectData, st=None):
+        if hasattr(rows, "values"):
+            rows = rows.values.tolist()
+        return rows[evt.index[0]][0] if rows else None
+
+    sel_run = gr.State(None)
+    w["runs"].select(on_select, [w["runs"]], [sel_run]).then(
+        lambda st, r: run_curve(ctx, st, r), [state, sel_run], [w["run_plot"]])
+
+
+def refresh_train(ctx, state):
+    """Outputs for [runs, plot] when the project changes."""
+    return past_runs(ctx, state), figures.loss_figure([])
