@@ -514,17 +514,23 @@ def _done_files(path: Path, fmt: str) -> set[str]:
     return done
 
 
-def predict_rows(categories: list[str], indices, scores: dict, files, top_k: int):
-    """Output rows (dicts) of one batch: file, status, top-k of each classifier, all scores."""
-    from engine.classifier import top_k as topk_fn
+def _top_k(row, categories, k):
+    import numpy as np
 
+    order = np.argsort(-row, kind="stable")[: max(0, min(int(k), len(categories)))]
+    return [[categories[i], round(float(row[i]), 6)] for i in order]
+
+
+def predict_rows(categories: list[str], indices, scores: dict, files, top_k: int) -> list[dict]:
+    """Output rows (dicts) of one batch: file, status, top-k of each classifier, all scores."""
     rows = []
+    arrays = {name: sc.numpy() for name, sc in scores.items()}
     for j, i in enumerate(indices):
         row = {"file": str(files[i]), "status": "ok", "error": ""}
-        for name, sc in scores.items():
-            vals = sc[j]
-            row[f"{name}_top_k"] = [[n, round(float(v), 6)] for n, v in topk_fn(vals, categories, top_k)]
-            row[f"{name}_scores"] = {c: round(float(v), 6) for c, v in zip(categories, vals.tolist())}
+        for name, arr in arrays.items():
+            vals = arr[j]
+            row[f"{name}_top_k"] = _top_k(vals, categories, top_k)
+            row[f"{name}_scores"] = dict(zip(categories, [round(v, 6) for v in vals.tolist()]))
         rows.append(row)
     return rows
 
@@ -549,38 +555,27 @@ def _csv_line(row, categories, names):
     return out
 
 
-def predict_files(store, project_id: int, inputs: Iterable[str | Path], output: str | Path | None = None,
-                  fmt: str | None = None, backbone_spec=None, top_k: int = 3,
-                  loader: LoaderSettings | None = None, include_baseline: bool = True,
-                  on_progress: Callable | None = None, should_stop: Callable | None = None,
-                  device=None) -> PredictSummary:
-    """Score image files (folders expand recursively) with the tuned classifier (when the project
-    has one) and the hand-crafted baseline, from one image pass.
+def _output_format(output: Path | None, fmt: str | None) -> str:
+    fmt = (fmt or (output.suffix.lstrip(".") if output else "jsonl")).lower()
+    fmt = {"json": "jsonl", "ndjson": "jsonl"}.get(fmt, fmt)
+    if fmt not in ("csv", "jsonl"):
+        raise WorkflowError(f"Output format {fmt!r} is not csv or jsonl (name the output .csv or .jsonl).")
+    return fmt
 
-    ``output`` (``.csv`` or ``.jsonl``, or ``fmt``) is appended batch by batch and flushed, so a
-    killed run loses at most the batch in flight; a re-run skips files already in it (scored or
-    reported). Unreadable files get a row with ``status="error"`` and the reason. With no output
-    the rows are returned in ``PredictSummary.rows``. ``on_progress(done, total)``.
-    """
-    from engine.clip_backbone import load_backbone
 
+def predict_with(backbone, classifiers: dict, categories: list[str], inputs: Iterable[str | Path],
+                 output: str | Path | None = None, fmt: str | None = None, top_k: int = 3,
+                 loader: LoaderSettings | None = None, on_progress: Callable | None = None,
+                 should_stop: Callable | None = None) -> PredictSummary:
+    """The predict pipeline over given classifiers (see :func:`predict_files`)."""
     files = [str(f) for f in list_images(inputs)]
     out = Path(output) if output else None
-    fmt = (fmt or (out.suffix.lstrip(".").lower() if out else "jsonl")).replace("json", "jsonl").replace("jsonll", "jsonl")
-    if fmt not in ("csv", "jsonl"):
-        raise WorkflowError(f"Output format {fmt!r} is not csv or jsonl.")
+    fmt = _output_format(out, fmt)
     done = _done_files(out, fmt) if out else set()
     todo = [f for f in files if f not in done]
     summary = PredictSummary(out, len(files), skipped=len(files) - len(todo))
-    spec = project_backbone_spec(store, project_id, backbone_spec)
-    backbone = load_backbone(spec, device=device)
-    clfs = project_classifiers(store, project_id, backbone)
-    if not include_baseline and "tuned" in clfs:
-        clfs.pop("handcrafted")
-    names = list(clfs)
-    cats = [c.name for c in store.list_categories(project_id)]
-    fh = None
-    writer = None
+    names = list(classifiers)
+    fh = writer = None
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         new = not out.exists() or out.stat().st_size == 0
@@ -588,14 +583,15 @@ def predict_files(store, project_id: int, inputs: Iterable[str | Path], output: 
         if fmt == "csv":
             writer = csv.writer(fh)
             if new:
-                writer.writerow(_csv_header(cats, names))
+                writer.writerow(_csv_header(categories, names))
     try:
         if on_progress:
             on_progress(summary.skipped, summary.total)
-        for indices, scores, failures in stream_scores(backbone, clfs, todo, loader, should_stop):
-            rows = predict_rows(cats, indices, scores, todo, top_k) if indices else []
+        for indices, scores, failures in stream_scores(backbone, classifiers, todo, loader, should_stop):
+            rows = predict_rows(categories, indices, scores, todo, top_k) if indices else []
+            order = list(indices) + [i for i, _ in failures]
             rows += [{"file": todo[i], "status": "error", "error": err} for i, err in failures]
-            rows.sort(key=lambda r: todo.index(r["file"]) if len(todo) < 5000 else 0)
+            rows = [r for _, r in sorted(zip(order, rows), key=lambda t: t[0])]
             summary.scored += len(indices)
             summary.failed += len(failures)
             if fh is None:
@@ -603,19 +599,47 @@ def predict_files(store, project_id: int, inputs: Iterable[str | Path], output: 
             else:
                 for r in rows:
                     if writer is not None:
-                        writer.writerow(_csv_line(r, cats, names))
+                        writer.writerow(_csv_line(r, categories, names))
                     else:
                         fh.write(json.dumps(r, ensure_ascii=False) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
             if on_progress:
                 on_progress(summary.skipped + summary.scored + summary.failed, summary.total)
-        summary.cancelled = bool(should_stop and should_stop()) and \
-            summary.skipped + summary.scored + summary.failed < summary.total
+        summary.cancelled = summary.skipped + summary.scored + summary.failed < summary.total
     finally:
         if fh:
             fh.close()
     return summary
+
+
+def predict_files(store, project_id: int, inputs: Iterable[str | Path], output: str | Path | None = None,
+                  fmt: str | None = None, backbone_spec=None, top_k: int = 3,
+                  loader: LoaderSettings | None = None, include_baseline: bool = True,
+                  on_progress: Callable | None = None, should_stop: Callable | None = None,
+                  device=None) -> PredictSummary:
+    """Score image files (folders expand recursively, sorted) with the tuned classifier (when the
+    project has one) and the hand-crafted baseline, from one image-encoder pass.
+
+    ``output`` (``.csv`` or ``.jsonl``, or ``fmt``) is appended batch by batch and flushed, so a
+    killed run loses at most the batch in flight; a re-run skips files already in it (scored or
+    reported). Unreadable files get a row with ``status="error"`` and the reason. With no output
+    the rows are returned in ``PredictSummary.rows``. ``on_progress(done, total)``.
+
+    Row fields: ``file``, ``status``, ``error``, and per classifier (``tuned``, ``handcrafted``)
+    ``<name>_top_k`` ``[[category, score]]`` and ``<name>_scores`` ``{category: score}`` (CSV:
+    one ``<name>:<category>`` column per score, top-k as ``cat:score;cat:score``).
+    """
+    from engine.clip_backbone import load_backbone
+
+    _output_format(Path(output) if output else None, fmt)  # fail before loading anything
+    spec = project_backbone_spec(store, project_id, backbone_spec)
+    backbone = load_backbone(spec, device=device)
+    clfs = project_classifiers(store, project_id, backbone)
+    if not include_baseline and "tuned" in clfs:
+        clfs.pop("handcrafted")
+    cats = [c.name for c in store.list_categories(project_id)]
+    return predict_with(backbone, clfs, cats, inputs, output, fmt, top_k, loader, on_progress, should_stop)
 
 
 # --------------------------------------------------------------------------------------------------
