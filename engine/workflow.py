@@ -703,11 +703,22 @@ def evaluate_project(store, project_id: int, dataset: str | Path | LabelledSet, 
         "positives": {c: int(v) for c, v in zip(names, targets.sum(0).tolist())},
         "unmatched_labels": data.unmatched,
         "failures": [{"file": f, "error": e} for f, e in failures],
-        "results": {name: evaluate_scores(sc, targets, names, k=k) for name, sc in scores.items()},
+        "results": {name: _finite(evaluate_scores(sc, targets, names, k=k)) for name, sc in scores.items()},
     }
     if save:
         result["evaluation_id"] = store.add_evaluation(project_id, data.source, result)
     return result
+
+
+def _finite(obj):
+    """nan -> None, recursively (strict JSON for the store and the CLI's file)."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def format_metrics_table(result: dict) -> str:
@@ -765,3 +776,197 @@ def find_project(store, ref: str | int) -> int:
 # ==================================================================================================
 # Studio-only actions (appended by the studio engineer below this line)
 # ==================================================================================================
+
+
+# --- studio actions ---
+# Small read/edit actions the studio's panels need beyond the project-level actions above.
+# Each is one function over the store; the studio shows what they return.
+
+def studio_list_projects(store) -> list[dict]:
+    """``[{"id", "name", "n_categories"}]`` of every project, newest last."""
+    return [{"id": p.id, "name": p.name, "n_categories": len(store.list_categories(p.id))}
+            for p in store.list_projects()]
+
+
+def studio_project_info(store, project_id: int) -> dict:
+    """Name, category names and counts of one project (raises WorkflowError when it is gone)."""
+    try:
+        p = store.get_project(project_id)
+    except Exception as exc:  # the store's not-found error
+        raise WorkflowError(f"Project {project_id} does not exist (deleted?).") from exc
+    if p is None:
+        raise WorkflowError(f"Project {project_id} does not exist (deleted?).")
+    cats = [c.name for c in store.list_categories(project_id)]
+    return {"id": p.id, "name": p.name, "categories": cats, "n_categories": len(cats),
+            "n_sentences": len(store.list_sentences(project_id, enabled_only=True)),
+            "n_runs": len(store.list_runs(project_id)),
+            "has_classifier": bool(store.list_classifiers(project_id))}
+
+
+def studio_rename_project(store, project_id: int, name: str) -> None:
+    name = " ".join((name or "").split())
+    if not name:
+        raise WorkflowError("The new name is empty.")
+    store.rename_project(project_id, name)
+
+
+def studio_delete_project(store, project_id: int) -> None:
+    store.delete_project(project_id)
+
+
+def _category(store, project_id: int, name: str):
+    for c in store.list_categories(project_id):
+        if c.name == name:
+            return c
+    raise WorkflowError(f"The project has no category {name!r}.")
+
+
+def studio_category_details(store, project_id: int, name: str) -> dict:
+    """Attributes (text, kept), synonyms, super-category and hand-crafted prompt of one category."""
+    c = _category(store, project_id, name)
+    attrs = [{"text": a.text, "kept": bool(a.kept)} for a in store.list_attributes(project_id)
+             if a.category == name]
+    return {"attributes": attrs, "synonyms": list(c.synonyms or []), "super": c.super_category,
+            "prompt": c.prompt}
+
+
+def studio_update_category(store, project_id: int, name: str, attributes=None, synonyms=None,
+                           super_=None, prompt=None) -> None:
+    """Write the person's edits of one category; attributes replace that category's list (marked
+    as edited by the user)."""
+    c = _category(store, project_id, name)
+    store.update_category(c.id, super_category=super_, synonyms=list(synonyms or []), prompt=prompt)
+    if attributes is not None:
+        rows = [dict(category=a.category, text=a.text, kept=bool(a.kept))
+                for a in store.list_attributes(project_id) if a.category != name]
+        rows += [dict(category=name, text=a["text"], kept=bool(a["kept"]), edited=True) for a in attributes]
+        store.replace_attributes(project_id, rows)
+
+
+def studio_regenerate_category(store, project_id: int, name: str, llm_spec=None, settings=None,
+                               on_progress=None, should_stop=None):
+    """Ask the per-category questions again for one category (with a new seed so the answers are
+    new) and replace the sentences asked about it alone; other categories' sentences stay."""
+    import dataclasses
+
+    from engine.graph import label_sentence
+    from engine.knowledge import KnowledgeSettings, build_knowledge
+    from engine.llm import LLMSpec, open_llm
+    from engine.presets import knowledge_to_dict
+
+    c = _category(store, project_id, name)
+    cats = store.list_categories(project_id)
+    names = [x.name for x in cats]
+    synonyms = {x.name: list(x.synonyms or []) for x in cats}
+    llm = open_llm(llm_spec or LLMSpec())
+    settings = settings or KnowledgeSettings()
+    if hasattr(settings, "seed"):
+        settings = dataclasses.replace(settings, seed=int(time.time()) % 100000)
+    k = knowledge_to_dict(build_knowledge([name], llm, settings, store.answer_cache(project_id),
+                                          on_progress=on_progress, should_stop=should_stop,
+                                          super_of={name: c.super_category} if c.super_category else None,
+                                          synonyms={name: synonyms.get(name, [])}))
+    if should_stop is not None and should_stop():
+        return None
+    keep = [dict(text=s.text, labels=list(s.labels), source=s.source, category=s.category,
+                 enabled=s.enabled) for s in store.list_sentences(project_id) if s.category != name]
+    new = [dict(text=s["text"], labels=label_sentence(s["text"], names, synonyms, [name]),
+                source=s.get("source", ""), category=name) for s in k["sentences"]]
+    store.replace_sentences(project_id, keep + new)
+    rows = [dict(category=a.category, text=a.text, kept=bool(a.kept))
+            for a in store.list_attributes(project_id) if a.category != name]
+    kept = set(k["filtered_attributes"].get(name, k["attributes"].get(name, [])))
+    rows += [dict(category=name, text=a, kept=a in kept) for a in k["attributes"].get(name, [])]
+    store.replace_attributes(project_id, rows)
+    recompute_graph(store, project_id)
+    return k
+
+
+def studio_list_sentences(store, project_id: int, category=None, source=None, search: str = "",
+                          include_disabled: bool = True) -> list[dict]:
+    """Sentences filtered by a category (in its labels), a source question and a search text."""
+    q = (search or "").casefold()
+    out = []
+    for s in store.list_sentences(project_id, enabled_only=not include_disabled):
+        if category and category not in s.labels:
+            continue
+        if source and s.source != source:
+            continue
+        if q and q not in s.text.casefold():
+            continue
+        out.append({"id": s.id, "text": s.text, "labels": list(s.labels), "source": s.source,
+                    "category": s.category, "enabled": bool(s.enabled)})
+    return out
+
+
+def studio_sentence_sources(store, project_id: int) -> list[str]:
+    return sorted({s.source for s in store.list_sentences(project_id) if s.source})
+
+
+def studio_sentence_counts(store, project_id: int) -> dict[str, int]:
+    """Enabled sentences labelled with each category (0 for an uncovered one)."""
+    counts = {c.name: 0 for c in store.list_categories(project_id)}
+    for s in store.list_sentences(project_id, enabled_only=True):
+        for lab in s.labels:
+            if lab in counts:
+                counts[lab] += 1
+    return counts
+
+
+def studio_update_sentence(store, project_id: int, sentence_id: int, text: str, labels, enabled: bool) -> None:
+    text = " ".join((text or "").split())
+    if not text:
+        raise WorkflowError("A sentence cannot be empty; delete it instead.")
+    names = {c.name for c in store.list_categories(project_id)}
+    unknown = [l for l in labels if l not in names]
+    if unknown:
+        raise WorkflowError(f"Unknown labels: {', '.join(unknown)}; use the project's category names.")
+    store.update_sentence(sentence_id, text=text, labels=list(labels), enabled=bool(enabled))
+
+
+def studio_delete_sentence(store, project_id: int, sentence_id: int) -> None:
+    store.delete_sentence(sentence_id)
+
+
+def studio_graph(store, project_id: int, tau=None) -> dict:
+    """Recompute the graph at ``tau`` and return plain data for drawing it."""
+    g = recompute_graph(store, project_id, tau)
+    cats = store.list_categories(project_id)
+    added, removed = store.edge_edits(project_id)
+    return {"categories": [c.name for c in cats], "edges": [tuple(e) for e in g.graph.edges()],
+            "weights": dict(g.weights), "super_of": {c.name: c.super_category for c in cats if c.super_category},
+            "cliques": g.cliques, "tau": g.tau, "added": [tuple(p) for p in added],
+            "removed": [tuple(p) for p in removed]}
+
+
+def studio_edit_edge(store, project_id: int, a: str, b: str, action: str) -> None:
+    """``action``: "add" or "remove" an edge (kept apart from computed edges), or "clear" every
+    edit."""
+    if action == "clear":
+        store.clear_edge_edits(project_id)
+        return
+    names = {c.name for c in store.list_categories(project_id)}
+    for n in (a, b):
+        if n not in names:
+            raise WorkflowError(f"The project has no category {n!r}.")
+    store.set_edge_edit(project_id, a, b, action)
+
+
+def studio_list_runs(store, project_id: int) -> list[dict]:
+    """Past training runs, newest first: id, status, start, steps, final loss, seconds, config."""
+    out = []
+    for r in store.list_runs(project_id):
+        steps = store.run_steps(r.id)
+        cfg = r.config or {}
+        tc = cfg.get("train", {}) if isinstance(cfg, dict) else {}
+        short = ", ".join(f"{k}={tc[k]}" for k in ("epochs", "lr", "batch_size") if k in tc)
+        out.append({"id": r.id, "status": r.status, "created": str(r.created)[:19], "steps": len(steps),
+                    "final_loss": round(steps[-1]["total"], 4) if steps and "total" in steps[-1] else None,
+                    "elapsed": round(r.elapsed_s or 0, 1), "config": short})
+    return sorted(out, key=lambda x: -x["id"])
+
+
+def studio_run_history(store, project_id: int, run_id: int) -> list[dict]:
+    """A run's stored per-step losses in the form studio.figures.loss_figure takes."""
+    keys = ("total", "rank_global", "rank_local", "order_global", "order_local")
+    return [{"step": s["step"], "losses": {k: s.get(k) for k in keys}} for s in store.run_steps(run_id)]
