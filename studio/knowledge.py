@@ -15,33 +15,57 @@ LLM_KINDS = [("Bundled model", "bundled"), ("GGUF file", "gguf"), ("OpenAI-compa
 BUNDLED = [("SmolLM2 135M Instruct", "smollm2"), ("Gemma 3 270M (base)", "gemma3")]
 
 
-def settings_fields():
-    """(name, default) of every field of ``KnowledgeSettings``: ints become count boxes, strings
-    template boxes."""
+LIMIT_FIELDS = ("attributes_per_category", "fine_attributes_per_category", "pairs_per_group",
+                "max_scene_pairs")
+
+
+def settings_fields() -> tuple[list, list, list]:
+    """From ``KnowledgeSettings``: (counts, limits, templates). Counts are the ``n_*`` fields
+    (how many items each question asks for); limits the other whole-number fields (empty = no
+    limit where the engine allows None); templates ``(step, question, primer)``."""
     from engine.knowledge import KnowledgeSettings
 
-    default = KnowledgeSettings()
-    return [(f.name, getattr(default, f.name)) for f in dataclasses.fields(KnowledgeSettings)]
+    d = KnowledgeSettings()
+    counts, limits = [], []
+    for f in dataclasses.fields(KnowledgeSettings):
+        val = getattr(d, f.name)
+        numeric = isinstance(val, int) and not isinstance(val, bool)
+        if f.name.startswith("n_") and numeric:
+            counts.append((f.name, val))
+        elif f.name in LIMIT_FIELDS or (numeric and f.name not in ("steps",)):
+            limits.append((f.name, val))
+    templates = [(step, t.question, t.primer) for step, t in d.templates.items()]
+    return counts, limits, templates
 
 
 def make_settings(values: dict):
+    """``KnowledgeSettings`` from the widget values: ``{field: number}`` and
+    ``{"question:<step>": text, "primer:<step>": text}``. An empty optional limit means None."""
     from engine.knowledge import KnowledgeSettings
 
     base = KnowledgeSettings()
-    kw = {}
-    for name, default in settings_fields():
-        if name not in values or values[name] is None:
+    counts, limits, templates = settings_fields()
+    kw: dict = {}
+    for name, default in counts + limits:
+        val = values.get(name)
+        if val in (None, ""):
+            if name in LIMIT_FIELDS:
+                kw[name] = None
             continue
-        val = values[name]
-        if isinstance(default, bool):
-            kw[name] = bool(val)
-        elif isinstance(default, int):
-            kw[name] = int(val)
-        elif isinstance(default, float):
-            kw[name] = float(val)
-        elif isinstance(default, str):
-            kw[name] = str(val)
-    return dataclasses.replace(base, **kw)
+        kw[name] = int(val)
+    tmpl = dict(base.templates)
+    for step, _, _ in templates:
+        q, pr = values.get(f"question:{step}"), values.get(f"primer:{step}")
+        changes = {}
+        if q is not None and q != tmpl[step].question:
+            changes["question"] = q
+        if pr is not None and pr != tmpl[step].primer:
+            changes["primer"] = pr
+        if changes:
+            tmpl[step] = dataclasses.replace(tmpl[step], **changes)
+    settings = dataclasses.replace(base, templates=tmpl, **kw)
+    settings.validate()
+    return settings
 
 
 # ---- handlers ----------------------------------------------------------------------------------
@@ -134,20 +158,25 @@ def build_knowledge(ctx) -> dict:
         w["llm_model"] = gr.Textbox(value=s.llm_model or "", label="Endpoint model name")
     w["fields"] = {}
     try:
-        fields = settings_fields()
+        counts, limits, templates = settings_fields()
     except ImportError:
-        fields = []
-    counts = [(n, d) for n, d in fields if isinstance(d, (int, float)) and not isinstance(d, bool)]
-    texts = [(n, d) for n, d in fields if isinstance(d, str)]
-    with gr.Accordion("Counts", open=True):
+        counts, limits, templates = [], [], []
+    with gr.Accordion("Counts (items asked for per question)", open=True):
         with gr.Row():
             for name, default in counts:
+                w["fields"][name] = gr.Number(value=default, label=name[2:].replace("_", " "),
+                                              precision=0, elem_id=f"ks-{name}", min_width=120)
+    with gr.Accordion("Limits (empty = ask every one)", open=False):
+        with gr.Row():
+            for name, default in limits:
                 w["fields"][name] = gr.Number(value=default, label=name.replace("_", " "),
-                                              precision=0 if isinstance(default, int) else None,
-                                              elem_id=f"ks-{name}", min_width=120)
-    with gr.Accordion("Question templates", open=False):
-        for name, default in texts:
-            w["fields"][name] = gr.Textbox(value=default, label=name.replace("_", " "), lines=2)
+                                              precision=0, elem_id=f"ks-{name}", min_width=120)
+    with gr.Accordion("Question templates (chat models get the question, base models the primer)",
+                      open=False):
+        for step, question, primer in templates:
+            with gr.Row():
+                w["fields"][f"question:{step}"] = gr.Textbox(value=question, label=f"{step}: question", lines=2)
+                w["fields"][f"primer:{step}"] = gr.Textbox(value=primer, label=f"{step}: primer", lines=2)
     with gr.Row():
         w["generate"] = gr.Button("Generate knowledge", variant="primary", elem_id="gen-knowledge")
         w["cancel"] = gr.Button("Cancel", variant="stop", elem_id="cancel-knowledge")

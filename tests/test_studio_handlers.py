@@ -1,0 +1,245 @@
+"""Every studio action through its handler, without a browser: real SQLite store, the bundled LLM
+with small counts, the tiny random CLIP."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from PIL import Image
+
+from studio import classify, evaluate, export, graph, knowledge, projects, sentences, train
+from studio.context import Ctx, StudioSettings
+
+VOCAB = "cat\ndog, sofa"
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("studio-handlers")
+    return Ctx.open(StudioSettings(db_path=str(tmp / "s.db"), clip_model="tiny-rn", clip_pretrained=None,
+                                   llm_kind="bundled", llm_name="smollm2"))
+
+
+def small_settings(**over):
+    counts, limits, _ = knowledge.settings_fields()
+    values = {n: 1 for n, _ in counts}
+    values.update(over)
+    return knowledge.make_settings(values)
+
+
+@pytest.fixture(scope="module")
+def trained(ctx):
+    """A 3-category project with knowledge and one trained classifier (shared by the tests below)."""
+    state, msg = projects.create(ctx, {}, "own", "pets", VOCAB)
+    assert "Created" in msg, msg
+    spec = knowledge.llm_spec(ctx, "bundled", "smollm2", "", "", "")
+    out = list(knowledge.generate(ctx, state, spec, small_settings(), threading.Event()))
+    assert "Knowledge ready" in out[-1][0], out[-1]
+    cfg = train.make_config({"epochs": 1}, {}, "hierarchical")
+    steps = list(train.run(ctx, state, cfg, threading.Event()))
+    assert "Trained" in steps[-1][0], steps[-1][0]
+    assert steps[-1][1], "loss history"
+    return state
+
+
+@pytest.mark.parametrize("vocab, words", [
+    ("", "empty"), ("cat, dog, Cat", "Duplicate"), ("cat,, dog", "blank"),
+])
+def test_bad_vocabulary_is_explained_and_creates_nothing(ctx, vocab, words):
+    before = projects.project_choices(ctx, {})
+    state, msg = projects.create(ctx, {}, "own", "bad", vocab)
+    assert msg.startswith("⚠️") and words in msg
+    assert state.get("project") is None
+    assert projects.project_choices(ctx, {}) == before
+
+
+def test_project_create_rename_export_import_delete(ctx, tmp_path):
+    state, msg = projects.create(ctx, {}, "own", "lifecycle", "forklift, pallet, helmet")
+    assert "3 categories" in msg
+    assert "lifecycle" in projects.summary(ctx, state)
+    assert "Renamed" in projects.rename(ctx, state, "warehouse")
+    assert "⚠️" in projects.rename(ctx, state, "   ")
+    assert "warehouse" in projects.summary(ctx, state)
+    path, msg = projects.export(ctx, state)
+    assert path and "Exported" in msg
+    state2, msg = projects.import_(ctx, {}, path)
+    assert "Imported" in msg and state2["project"] != state["project"]
+    assert "3 categories" in projects.summary(ctx, state2)
+    state3, msg = projects.delete(ctx, state2)
+    assert "Deleted" in msg and state3["project"] is None
+    ids = [pid for _, pid in projects.project_choices(ctx, {})]
+    assert state["project"] in ids and state2["project"] not in ids
+    _, msg = projects.import_(ctx, {}, None)
+    assert msg.startswith("⚠️")
+
+
+def test_preset_project_has_vocabulary_and_super_categories(ctx):
+    state, msg = projects.create(ctx, {}, "voc2007", "", "")
+    assert "20 categories" in msg
+    info_rows, syn, sup, prompt = knowledge.category_details(ctx, state, "aeroplane")
+    assert sup == "vehicle" and "airplane" in syn and "aeroplane" in prompt
+
+
+def test_no_project_open_gives_messages_not_errors(ctx):
+    assert "No project" in projects.summary(ctx, {})
+    assert projects.rename(ctx, {}, "x").startswith("⚠️")
+    assert list(train.run(ctx, {}, None, threading.Event()))[-1][0].startswith("⚠️")
+    rows, msg = classify.classify(ctx, {}, ["x.png"])
+    assert rows == [] and msg.startswith("⚠️")
+    assert export.export(ctx, {})[2].startswith("⚠️")
+
+
+def test_train_without_sentences_says_what_to_do(ctx):
+    state, _ = projects.create(ctx, {}, "own", "empty", "a, b")
+    out = list(train.run(ctx, state, train.make_config({"epochs": 1}, {}, "hierarchical"), threading.Event()))
+    assert out[-1][0].startswith("⚠️") and "knowledge" in out[-1][0]
+
+
+def test_knowledge_cancel_then_resume(ctx):
+    state, _ = projects.create(ctx, {}, "own", "cancelled", "cup, plate")
+    spec = knowledge.llm_spec(ctx, "bundled", "smollm2", "", "", "")
+    stop = threading.Event()
+    stop.set()
+    out = list(knowledge.generate(ctx, state, spec, small_settings(), stop))
+    assert "Cancelled" in out[-1][0]
+
+
+def test_category_edit_persists(ctx, trained):
+    cat = knowledge.category_choices(ctx, trained)[0]
+    rows, syn, sup, prompt = knowledge.category_details(ctx, trained, cat)
+    assert rows, "attributes were generated"
+    rows[0][1] = not rows[0][1]
+    msg = knowledge.save_category(ctx, trained, cat, rows, "kitty, feline", "animal", "a photo of a cat.")
+    assert "Saved" in msg
+    rows2, syn2, sup2, prompt2 = knowledge.category_details(ctx, trained, cat)
+    assert rows2[0] == rows[0] and syn2 == "kitty, feline" and sup2 == "animal"
+    assert prompt2 == "a photo of a cat."
+
+
+def test_sentences_browse_filter_edit_delete(ctx, trained):
+    rows, info = sentences.table(ctx, trained)
+    assert rows and "sentences match" in info
+    counts = dict(sentences.counts(ctx, trained))
+    assert set(counts) == {"cat", "dog", "sofa"}
+    cat_rows, _ = sentences.table(ctx, trained, category="dog")
+    assert all("dog" in r[2] for r in cat_rows)
+    word = rows[0][1].split()[0]
+    found, _ = sentences.table(ctx, trained, search=word.upper())
+    assert any(r[0] == rows[0][0] for r in found)
+    sid = rows[0][0]
+    assert "Saved" in sentences.save(ctx, trained, sid, "a cat sleeps on a sofa", "cat, sofa", False)
+    after = {r[0]: r for r in sentences.table(ctx, trained)[0]}
+    assert after[sid][1] == "a cat sleeps on a sofa" and after[sid][4] is False
+    assert sentences.save(ctx, trained, sid, "x", "unicorn", True).startswith("⚠️")
+    assert "Deleted" in sentences.delete(ctx, trained, sid)
+    assert sid not in {r[0] for r in sentences.table(ctx, trained)[0]}
+
+
+def test_graph_edits_survive_recompute(ctx, trained):
+    fig, text = graph.draw(ctx, trained, 1)
+    assert "edges" in text
+    assert "Added" in graph.edit(ctx, trained, "cat", "sofa", "add")
+    for tau in (50, 1):  # recompute at two thresholds: the user's edge stays
+        fig, text = graph.draw(ctx, trained, tau)
+        assert any(t.name in ("edge:cat|sofa", "edge:sofa|cat") for t in fig.data), text
+    assert "Removed" in graph.edit(ctx, trained, "cat", "sofa", "remove")
+    fig, _ = graph.draw(ctx, trained, 1)
+    assert not any(t.name in ("edge:cat|sofa", "edge:sofa|cat") for t in fig.data)
+    assert graph.edit(ctx, trained, "cat", "cat", "add").startswith("⚠️")
+    assert "cleared" in graph.edit(ctx, trained, None, None, "clear")
+
+
+def test_past_runs_listed_with_losses(ctx, trained):
+    runs = train.past_runs(ctx, trained)
+    assert runs and runs[0][1] == "done" and runs[0][3] > 0
+    fig = train.run_curve(ctx, trained, runs[0][0])
+    assert fig.data and len(fig.data[0].x) == runs[0][3]
+    assert "CPU" in train.device_text() or "CUDA" in train.device_text()
+
+
+def _images(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.jpg"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(a)
+    Image.new("RGB", (50, 70), (20, 30, 200)).save(b)
+    t = tmp_path / "notes.txt"
+    t.write_text("not an image")
+    return [str(a), str(b), str(t)]
+
+
+def test_classify_images_and_a_text_file(ctx, trained, tmp_path):
+    rows, msg = classify.classify(ctx, trained, _images(tmp_path), k=2)
+    assert "2 images scored" in msg and "1 could not be read" in msg
+    ok_rows = [r for r in rows if r["status"] == "ok"]
+    assert len(ok_rows) == 2 and all("tuned_scores" in r and "handcrafted_scores" in r for r in ok_rows)
+    html = classify.results_html(rows, k=2, threshold=0.0)
+    assert html.count('class="ifs-label"') == 4 and "notes.txt" in html and "ifs-error" in html
+    csv_path, json_path = classify.write_downloads(rows, tmp_path / "out")
+    lines = open(csv_path).read().splitlines()
+    assert len(lines) == 4 and "tuned:cat" in lines[0] and "handcrafted:sofa" in lines[0]
+    assert classify.first_figure(rows, 2, 0.0).data
+
+
+def test_classify_zip_and_refuses_escaping_member(ctx, trained, tmp_path):
+    import zipfile
+
+    imgs = _images(tmp_path)
+    good = tmp_path / "folder.zip"
+    with zipfile.ZipFile(good, "w") as zf:
+        zf.write(imgs[0], "pics/a.png")
+        zf.write(imgs[1], "pics/b.jpg")
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("../../evil.png", b"x")
+    rows, msg = classify.classify(ctx, trained, [str(good), str(bad)], k=1)
+    assert sum(r["status"] == "ok" for r in rows) == 2
+    assert any("zip refused" in r.get("error", "") for r in rows)
+
+
+def test_missing_clip_weights_are_explained(ctx, trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = Ctx(settings=StudioSettings(db_path=ctx.settings.db_path, data_dir=ctx.settings.data_dir,
+                                          clip_model="RN50", clip_pretrained="openai",
+                                          clip_checkpoint=str(tmp_path / "missing.pt")),
+                  store=ctx.store)
+    note = classify.weights_note(offline.settings.backbone_spec())
+    assert "missing.pt" in note
+    rows, msg = classify.classify(offline, trained, _images(tmp_path)[:1])
+    assert msg.startswith("⚠️") and "missing.pt" in msg
+
+
+def test_evaluate_on_a_csv_set(ctx, trained, tmp_path):
+    imgs = _images(tmp_path)
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text(f"filename,labels\na.png,cat\nb.jpg,dog sofa\n")
+    out = list(evaluate.evaluate(ctx, trained, str(csv_path), str(tmp_path), threading.Event()))
+    msg, rows, fig = out[-1]
+    assert "2 images evaluated" in msg, msg
+    assert rows[0][0] == "mAP" and len(rows[0]) == 3
+    assert fig is not None and len(fig.data) == 2
+    assert list(evaluate.evaluate(ctx, trained, "", "", threading.Event()))[-1][0].startswith("⚠️")
+
+
+def test_export_classifier_and_snippet(ctx, trained):
+    path, snippet, msg = export.export(ctx, trained)
+    assert path.endswith(".safetensors") and "3 categories" in msg
+    from engine.classifier import Classifier
+
+    assert Classifier.load(path).categories == ["cat", "dog", "sofa"]
+    assert "Classifier.load" in snippet and "tiny-rn" in snippet
+    compile(snippet, "snippet", "exec")
+
+
+def test_settings_from_env():
+    s = StudioSettings.from_env({"IFS_DB": "/tmp/a.db", "IFS_CLIP_MODEL": "tiny-vit",
+                                 "IFS_CLIP_PRETRAINED": "none", "IFS_LLM": "openai",
+                                 "IFS_LLM_BASE_URL": "http://127.0.0.1:9/v1", "IFS_PORT": "7999"})
+    assert s.db_path == "/tmp/a.db" and s.clip_pretrained is None and s.clip_model == "tiny-vit"
+    assert s.llm_kind == "openai" and s.llm_base_url.endswith("/v1") and s.port == 7999
+    assert s.backbone_spec().model == "tiny-vit"
+
+
+def test_layout_builds(ctx):
+    from studio.layout import build_app
+
+    demo = build_app(ctx=ctx)
+    assert demo.ifs_ctx is ctx
