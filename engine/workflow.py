@@ -205,7 +205,7 @@ def generate_knowledge(store, project_id: int, llm_spec=None, settings=None,
     knowledge = build_knowledge(names, llm, settings or KnowledgeSettings(), store.answer_cache(project_id),
                                 on_progress=on_progress, should_stop=should_stop,
                                 super_of=super_of or None, synonyms=synonyms or None)
-    if should_stop is not None and should_stop():
+    if getattr(knowledge, "cancelled", False):
         return knowledge
     from engine.presets import knowledge_to_dict
 
@@ -364,6 +364,10 @@ def train_project(store, project_id: int, backbone_spec=None, train_config=None,
     cfg_json = {"train": _jsonable(config), "backbone": spec_to_dict(spec), "n_sentences": len(corpus.texts)}
     run_id = store.create_run(project_id, cfg_json)
     folder = project_dir(store, project_id)
+    if getattr(config, "feature_cache_dir", "unset") is None:  # frozen sentence features, reused by later runs
+        import dataclasses
+
+        config = dataclasses.replace(config, feature_cache_dir=str(folder / "features"))
     ckpt = folder / f"run{run_id}.ckpt"
     buffer: list[dict] = []
     t0 = time.time()
