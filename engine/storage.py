@@ -422,14 +422,25 @@ class Store:
 
     # -- projects ----------------------------------------------------------------------------------
 
-    def create_project(self, name: str, settings: dict | None = None) -> int:
-        """A new project; raises :class:`NameClashError` when the name is taken."""
+    def create_project(self, name: str, settings: dict | None = None,
+                       categories: Iterable[str | dict] | None = None) -> int:
+        """A new project, with its ``categories`` (names, or dicts as :meth:`set_categories`
+        takes) in the same transaction; raises :class:`NameClashError` when the name is taken or
+        two categories share a name (then nothing is written)."""
         name = _clean_name(name, "project")
+        rows = [r if isinstance(r, dict) else {"name": r} for r in (categories or [])]
+        names = [_clean_name(r.get("name"), "category") for r in rows]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise NameClashError(f"Duplicate category names: {', '.join(dup)}.")
         try:
             with self._session() as s:
                 p = Project(name=name, settings=dict(settings or {}))
                 s.add(p)
                 s.flush()
+                s.add_all([Category(project_id=p.id, position=i, name=n, synonyms=list(r.get("synonyms") or []),
+                                    super_category=r.get("super_category") or None, prompt=r.get("prompt") or None)
+                           for i, (n, r) in enumerate(zip(names, rows))])
                 return p.id
         except IntegrityError as exc:
             raise NameClashError(f"A project named {name!r} already exists; choose another name.") from exc
@@ -845,6 +856,12 @@ class Store:
                 s.execute(RunStep.__table__.insert(), rows)
         except IntegrityError as exc:
             raise NotFoundError(f"Run {run_id} does not exist (deleted?).") from exc
+
+    def delete_run_steps(self, run_id: int, after_step: int = -1) -> int:
+        """Drop the run's step records with ``step > after_step`` (all by default), e.g. the steps
+        a resumed run will redo after its last checkpoint; returns how many."""
+        with self._session() as s:
+            return s.execute(delete(RunStep).where(RunStep.run_id == run_id, RunStep.step > after_step)).rowcount
 
     def run_steps(self, run_id: int) -> list[dict]:
         """The run's step records in order: ``{"step": n, **data}``."""

@@ -152,6 +152,20 @@ def test_projects_crud_and_errors(store):
     assert c > b  # ids are never reused: a deleted project's folder cannot be inherited
 
 
+def test_create_project_with_categories_is_one_transaction(store):
+    pid = store.create_project("p", categories=["cup", dict(name="oven", super_category="appliance",
+                                                            synonyms=["stove"], prompt="an oven.")])
+    cats = store.list_categories(pid)
+    assert [(c.name, c.position, c.super_category, c.synonyms) for c in cats] == [
+        ("cup", 0, None, []), ("oven", 1, "appliance", ["stove"])]
+    with pytest.raises(NameClashError, match="Duplicate"):
+        store.create_project("q", categories=["cup", "cup"])
+    with pytest.raises(NameClashError, match="already exists"):
+        store.create_project("p", categories=["knife"])
+    assert [p.name for p in store.list_projects()] == ["p"]
+    assert all_counts(store.path)["category"] == 2
+
+
 def test_categories(store):
     pid = store.create_project("p")
     cid = store.add_category(pid, "cup", synonyms=["mug"], prompt="a cup.")
@@ -256,6 +270,9 @@ def test_runs_classifiers_evaluations(store, tmp_path):
     store.add_run_step(run, {"step": 1, "total": 2.0})
     store.add_run_steps(run, [{"step": 2, "total": 1.5}, {"step": 3, "total": 1.0}])
     assert [s["total"] for s in store.run_steps(run)] == [2.0, 1.5, 1.0]
+    assert store.delete_run_steps(run, after_step=1) == 2  # a resumed run redoes steps 2..
+    store.add_run_steps(run, [{"step": 2, "total": 1.4}, {"step": 3, "total": 0.9}])
+    assert [s["total"] for s in store.run_steps(run)] == [2.0, 1.4, 0.9]
     with pytest.raises(StorageError, match="status"):
         store.finish_run(run, "exploded")
     with pytest.raises(NotFoundError):
