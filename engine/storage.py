@@ -1028,6 +1028,7 @@ class Store:
                 pid = p.id
                 folder = self.project_folder(pid, create=False).resolve()
                 ids: dict[str, dict[int, int]] = {t: {} for t in _EXPORT_TABLES}
+                bulk: list[dict] = []
                 for table, model in _EXPORT_TABLES.items():
                     for r in rows[table]:
                         vals = {k: v for k, v in r.items() if k not in ("id", "file")}
@@ -1047,9 +1048,16 @@ class Store:
                         if table == "evaluation":
                             vals["classifier_id"] = ids["classifier"].get(r.get("classifier_id"))
                         obj = model(**vals)
-                        s.add(obj)
-                        s.flush()
-                        ids[table][r["id"]] = obj.id
+                        if table in ("run", "classifier"):  # ids referenced by later rows
+                            s.add(obj)
+                            s.flush()
+                            ids[table][r["id"]] = obj.id
+                        else:
+                            bulk.append({c.name: getattr(obj, c.name) for c in model.__table__.columns
+                                         if c.name != "id"})
+                    if bulk:
+                        s.execute(model.__table__.insert(), bulk)
+                        bulk.clear()
         except BaseException:
             for f in written:
                 f.unlink(missing_ok=True)
