@@ -980,6 +980,7 @@ class Store:
                 continue
             member = f"files/{row['id']}-{_safe_basename(src.name)}"
             row["file"] = member
+            row["path"] = src.name  # no local folder names in the archive; import sets the new path
             files[member] = row["sha256"]
             sources[member] = src
         if missing:

@@ -324,6 +324,7 @@ def test_export_import_round_trip_all_entities(tmp_path):
     with zipfile.ZipFile(archive) as z:
         names = set(z.namelist())
         manifest = json.loads(z.read("manifest.json"))
+        assert str(tmp_path) not in z.read("rows.json").decode()  # no local paths travel
     assert manifest["schema_version"] == SCHEMA_VERSION and "rows.json" in names
     assert any(n.startswith("files/") for n in names)
 
@@ -572,6 +573,35 @@ def test_two_processes_write_concurrently(tmp_path):
         for tag in ("alpha", "beta"):
             pid = s.find_project(tag).id
             assert all(x.labels == [tag] for x in s.list_sentences(pid))
+
+
+def test_threads_share_one_store(tmp_path):
+    """The studio's worker threads share one Store: a session per operation, no lost write."""
+    import threading
+
+    store = Store(tmp_path / "s.db")
+    pids = [store.create_project(f"p{i}") for i in range(4)]
+    errors, done = [], {pid: [] for pid in pids}
+
+    def work(pid):
+        try:
+            for i in range(25):
+                done[pid] += store.add_sentences(pid, [dict(text=f"{pid}-{i}", labels=[])])
+                store.set_project_settings(pids[0], {"last": pid})
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(pid,)) for pid in pids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for pid in pids:
+        assert [s.id for s in store.list_sentences(pid)] == done[pid]
+        assert all(s.text.startswith(f"{pid}-") for s in store.list_sentences(pid))
+    assert store.get_project(pids[0]).settings["last"] in pids
+    store.close()
 
 
 def test_two_stores_in_one_process_see_only_committed_state(tmp_path):
