@@ -70,31 +70,24 @@ SETTINGS = WorkflowSettings()
 
 def default_store_path() -> Path:
     """``$IFS_DB`` when set; in a Hugging Face Space (``$SPACE_ID``) ``data/studio.db`` in the app's
-    folder; else ``studio.db`` under the user's data directory (platformdirs)."""
-    env = os.environ.get("IFS_DB")
-    if env:
-        return Path(env)
-    if os.environ.get("SPACE_ID"):
-        return Path(__file__).resolve().parent.parent / "data" / "studio.db"
-    from platformdirs import user_data_dir
+    folder; else ``studio.db`` under the user's data directory (engine.storage.default_db_path)."""
+    from engine.storage import default_db_path
 
-    return Path(user_data_dir("image-free-studio", appauthor=False)) / "studio.db"
+    return default_db_path()
 
 
 def open_store(path: str | Path | None = None):
     """Open (creating when needed) the project database at ``path`` or :func:`default_store_path`."""
     from engine.storage import Store
 
-    path = Path(path) if path else default_store_path()
+    path = Path(path).expanduser() if path else default_store_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return Store(path)
 
 
 def project_dir(store, project_id: int) -> Path:
-    """Folder for a project's files (classifiers, checkpoints) next to the database."""
-    d = Path(store.path).resolve().parent / "projects" / str(project_id)
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    """Folder for a project's files (classifiers, checkpoints): ``<db folder>/projects/<id>``."""
+    return store.project_folder(project_id)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,9 +166,11 @@ def create_project(store, name: str, categories: Sequence[str] | str | None = No
     if not name:
         raise VocabularyError("The project needs a name.")
     pid = store.create_project(name, settings=meta)
-    for r in rows:
-        store.add_category(pid, r["name"], super_category=r["super_category"], prompt=r["prompt"],
-                           synonyms=r["synonyms"])
+    try:
+        store.set_categories(pid, rows)
+    except BaseException:
+        store.delete_project(pid)
+        raise
     if knowledge:
         _store_knowledge_dict(store, pid, knowledge, source_model=f"preset:{preset}")
         recompute_graph(store, pid, s.tau)
@@ -226,17 +221,25 @@ def _store_knowledge_dict(store, project_id: int, k: dict, source_model: str = "
         store.update_category(c.id, super_category=sup, synonyms=syn)
     attrs = k.get("attributes") or {}
     kept = k.get("filtered_attributes") or {}
+    edited = {(a.category, a.text): a.kept for a in store.list_attributes(project_id) if a.edited}
     rows = []
     for name in cats:
         keep = set(kept.get(name, attrs.get(name, [])))
         for a in attrs.get(name, []):
-            rows.append(dict(category=name, text=a, kept=a in keep))
+            rows.append(dict(category=name, text=a, kept=edited.get((name, a), a in keep),
+                             edited=(name, a) in edited))
     for a in k.get("common_attributes") or []:
-        rows.append(dict(category=None, text=a, kept=True))
+        rows.append(dict(category=None, text=a, kept=edited.get((None, a), True), edited=(None, a) in edited))
     store.replace_attributes(project_id, rows)
-    store.replace_sentences(project_id, [dict(text=s["text"], labels=list(s["labels"]),
-                                              source=s.get("source", ""), category=s.get("category"))
-                                         for s in k.get("sentences") or []])
+    # the user's edited or hand-added sentences survive a regeneration
+    mine = [s_ for s_ in store.list_sentences(project_id) if s_.edited or s_.source == "user"]
+    have = {s_.text.casefold() for s_ in mine}
+    rows = [dict(text=s_.text, labels=list(s_.labels), source=s_.source, category=s_.category,
+                 enabled=s_.enabled, edited=s_.edited) for s_ in mine]
+    rows += [dict(text=s_["text"], labels=list(s_["labels"]), source=s_.get("source", ""),
+                  category=s_.get("category")) for s_ in k.get("sentences") or []
+             if s_["text"].casefold() not in have]
+    store.replace_sentences(project_id, rows)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -361,8 +364,14 @@ def train_project(store, project_id: int, backbone_spec=None, train_config=None,
     structure = project_structure(store, project_id)
     handcrafted = handcrafted_prompts(store, project_id)
     backbone = load_backbone(spec, device=device)
-    cfg_json = {"train": _jsonable(config), "backbone": spec_to_dict(spec), "n_sentences": len(corpus.texts)}
-    run_id = store.create_run(project_id, cfg_json)
+    cfg_json = {"train": _jsonable(config), "backbone": spec_to_dict(spec), "n_sentences": len(corpus.texts),
+                "corpus_sha256": hashlib.sha256(json.dumps([corpus.texts, corpus.labels]).encode()).hexdigest()}
+    runs = store.list_runs(project_id)
+    if runs and runs[-1].status in ("cancelled", "failed") and runs[-1].config == cfg_json:
+        run_id = runs[-1].id  # same settings and sentences: resume from its checkpoint
+        store.set_run_status(run_id, "running")
+    else:
+        run_id = store.create_run(project_id, cfg_json)
     folder = project_dir(store, project_id)
     if getattr(config, "feature_cache_dir", "unset") is None:  # frozen sentence features, reused by later runs
         import dataclasses
@@ -522,7 +531,12 @@ def _top_k(row, categories, k):
     import numpy as np
 
     order = np.argsort(-row, kind="stable")[: max(0, min(int(k), len(categories)))]
-    return [[categories[i], round(float(row[i]), 6)] for i in order]
+    return [[categories[i], _f32(row[i])] for i in order]
+
+
+def _f32(v) -> float:
+    """A float32 score as the shortest decimal that reads back to the same float32 (9 digits)."""
+    return float(f"{float(v):.9g}")
 
 
 def predict_rows(categories: list[str], indices, scores: dict, files, top_k: int) -> list[dict]:
@@ -534,7 +548,7 @@ def predict_rows(categories: list[str], indices, scores: dict, files, top_k: int
         for name, arr in arrays.items():
             vals = arr[j]
             row[f"{name}_top_k"] = _top_k(vals, categories, top_k)
-            row[f"{name}_scores"] = dict(zip(categories, [round(v, 6) for v in vals.tolist()]))
+            row[f"{name}_scores"] = dict(zip(categories, [_f32(v) for v in vals.tolist()]))
         rows.append(row)
     return rows
 
@@ -555,7 +569,7 @@ def _csv_line(row, categories, names):
         out.append(";".join(f"{c}:{v:.4f}" for c, v in tk))
     for n in names:
         sc = row.get(f"{n}_scores") or {}
-        out += [f"{sc[c]:.6f}" if c in sc else "" for c in categories]
+        out += [repr(sc[c]) if c in sc else "" for c in categories]
     return out
 
 
@@ -710,7 +724,9 @@ def evaluate_project(store, project_id: int, dataset: str | Path | LabelledSet, 
         "results": {name: _finite(evaluate_scores(sc, targets, names, k=k)) for name, sc in scores.items()},
     }
     if save:
-        result["evaluation_id"] = store.add_evaluation(project_id, data.source, result)
+        row, _ = latest_classifier(store, project_id) if "tuned" in clfs else (None, None)
+        result["evaluation_id"] = store.add_evaluation(project_id, data.source, result,
+                                                       classifier_id=row.id if row else None)
     return result
 
 
@@ -841,49 +857,39 @@ def studio_update_category(store, project_id: int, name: str, attributes=None, s
     c = _category(store, project_id, name)
     store.update_category(c.id, super_category=super_, synonyms=list(synonyms or []), prompt=prompt)
     if attributes is not None:
-        rows = [dict(category=a.category, text=a.text, kept=bool(a.kept))
+        old = {a.text: a for a in store.list_attributes(project_id) if a.category == name}
+        rows = [dict(category=a.category, text=a.text, kept=bool(a.kept), edited=bool(a.edited))
                 for a in store.list_attributes(project_id) if a.category != name]
-        rows += [dict(category=name, text=a["text"], kept=bool(a["kept"]), edited=True) for a in attributes]
+        rows += [dict(category=name, text=a["text"], kept=bool(a["kept"]),
+                      edited=(a["text"] not in old or bool(old[a["text"]].kept) != bool(a["kept"])
+                              or bool(old[a["text"]].edited)))
+                 for a in attributes]
         store.replace_attributes(project_id, rows)
 
 
 def studio_regenerate_category(store, project_id: int, name: str, llm_spec=None, settings=None,
                                on_progress=None, should_stop=None):
-    """Ask the per-category questions again for one category (with a new seed so the answers are
-    new) and replace the sentences asked about it alone; other categories' sentences stay."""
-    import dataclasses
-
-    from engine.graph import label_sentence
-    from engine.knowledge import KnowledgeSettings, build_knowledge
+    """Ask the questions about one category again with a fresh seed (knowledge.Regenerate);
+    questions depending on the new answers follow, everything else comes from the answer cache.
+    The user's edited attributes and sentences are kept (as in :func:`generate_knowledge`)."""
+    from engine.knowledge import KnowledgeSettings, Regenerate, build_knowledge
     from engine.llm import LLMSpec, open_llm
     from engine.presets import knowledge_to_dict
 
-    c = _category(store, project_id, name)
+    _category(store, project_id, name)
     cats = store.list_categories(project_id)
-    names = [x.name for x in cats]
-    synonyms = {x.name: list(x.synonyms or []) for x in cats}
+    super_of = {c.name: c.super_category for c in cats if c.super_category}
+    synonyms = {c.name: list(c.synonyms or []) for c in cats if c.synonyms}
     llm = open_llm(llm_spec or LLMSpec())
-    settings = settings or KnowledgeSettings()
-    if hasattr(settings, "seed"):
-        settings = dataclasses.replace(settings, seed=int(time.time()) % 100000)
-    k = knowledge_to_dict(build_knowledge([name], llm, settings, store.answer_cache(project_id),
-                                          on_progress=on_progress, should_stop=should_stop,
-                                          super_of={name: c.super_category} if c.super_category else None,
-                                          synonyms={name: synonyms.get(name, [])}))
+    knowledge = build_knowledge([c.name for c in cats], llm, settings or KnowledgeSettings(),
+                                store.answer_cache(project_id), on_progress=on_progress,
+                                should_stop=should_stop, super_of=super_of or None,
+                                synonyms=synonyms or None, regenerate=Regenerate(categories=[name]))
     if should_stop is not None and should_stop():
-        return None
-    keep = [dict(text=s.text, labels=list(s.labels), source=s.source, category=s.category,
-                 enabled=s.enabled) for s in store.list_sentences(project_id) if s.category != name]
-    new = [dict(text=s["text"], labels=label_sentence(s["text"], names, synonyms, [name]),
-                source=s.get("source", ""), category=name) for s in k["sentences"]]
-    store.replace_sentences(project_id, keep + new)
-    rows = [dict(category=a.category, text=a.text, kept=bool(a.kept))
-            for a in store.list_attributes(project_id) if a.category != name]
-    kept = set(k["filtered_attributes"].get(name, k["attributes"].get(name, [])))
-    rows += [dict(category=name, text=a, kept=a in kept) for a in k["attributes"].get(name, [])]
-    store.replace_attributes(project_id, rows)
+        return knowledge
+    _store_knowledge_dict(store, project_id, knowledge_to_dict(knowledge), source_model=llm.id)
     recompute_graph(store, project_id)
-    return k
+    return knowledge
 
 
 def studio_list_sentences(store, project_id: int, category=None, source=None, search: str = "",
