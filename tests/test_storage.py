@@ -679,3 +679,34 @@ def test_newer_database_is_refused_unchanged(tmp_path):
     with pytest.raises(SchemaVersionError, match="newer"):
         Store(db)
     assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+
+
+def test_round_trip_any_text(tmp_path_factory):
+    """Unicode, quotes, newlines and odd JSON in every text field survive export and import."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    txt = st.text(min_size=1, max_size=30).filter(lambda x: x.strip())
+    names = st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")),
+                             min_size=1, max_size=12), min_size=1, max_size=5, unique=True)
+
+    @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(pname=txt, cats=names, sentences=st.lists(txt, max_size=5), answer=st.text(max_size=200),
+           extra=st.dictionaries(st.text(max_size=8), st.one_of(st.none(), st.integers(), st.text(max_size=8)),
+                                 max_size=3))
+    def check(pname, cats, sentences, answer, extra):
+        d = tmp_path_factory.mktemp("rt")
+        src = Store(d / "a.db")
+        pid = src.create_project(pname, settings=extra, categories=cats)
+        src.replace_sentences(pid, [dict(text=s, labels=cats[:2], source=s[:5], category=cats[0]) for s in sentences])
+        src.answer_cache(pid).put(answer, answer, answer, [answer], {"x": extra})
+        src.replace_attributes(pid, [dict(category=c, text=c + "\n" + answer) for c in cats])
+        before = snapshot(src, pid)
+        archive = src.export_project(pid, d / "p.zip")
+        src.close()
+        dst = Store(d / "b.db")
+        new = dst.import_project(archive)
+        assert dst.get_project(new).name == " ".join(pname.split())
+        assert snapshot(dst, new) == before
+        dst.close()
+
+    check()
