@@ -888,7 +888,8 @@ class Store:
             return self._get(s, Run, run_id, "Run")
 
     def fail_unfinished_runs(self, project_id: int | None = None) -> int:
-        """Mark queued/running runs as failed (after a restart nothing runs them); returns how many."""
+        """Mark queued/running runs as failed (after a restart nothing runs them); returns how many.
+        Call it only when no other process can be training on this database."""
         with self._session() as s:
             q = update(Run).where(Run.status.in_(("queued", "running")))
             if project_id is not None:
