@@ -16,9 +16,11 @@ Three methods, equal in value (tests check values and gradients within 1e-4):
 
 How the tree is cut into levels: the row is a chain of parts (SOS, the prompt blocks of
 engine.prompts.prompt_segments, then name+"."+EOS). A new level starts where the tree branches
-(the number of distinct prefixes grows); parts that do not branch join the current level. All
-nodes of one level are encoded together as one ``[nodes, tokens, width]`` tensor; only the last
-level has rows of unequal length, padded at the end (harmless under the causal mask).
+(the number of distinct prefixes grows); parts that do not branch join the current level. The
+last level (names differ in length) is split into buckets of equal length, so nothing is padded.
+All tokens of all levels are packed into one ``[tokens, width]`` tensor: layer norms, the q/k/v
+and output projections and the MLP run once per layer over it; attention runs once per level
+(bucket), each node attending to the keys/values of its path gathered by one index per layer.
 """
 from __future__ import annotations
 
@@ -40,9 +42,11 @@ class _Level:
 
     parts: list[tuple[str, int]]  # (kind, length) in order; kind "sos", "name" or a prompt block kind
     reps: torch.Tensor  # [n] a category that holds each node's tokens
-    parent: torch.Tensor | None  # [n] index of each node's parent in the previous level
     start: int  # absolute position of the level's first token
-    length: int  # tokens per node (the longest, for the last level)
+    length: int  # tokens per node
+    offset: int = 0  # where the level's nodes begin in the packed [all tokens] tensor
+    mask: torch.Tensor | None = None  # [length, start + length] bool: what each new token may attend to
+    key_rows: torch.Tensor | None = None  # [n, start + length] packed rows of each node's path (prefix + own)
 
 
 class PromptEncoder(nn.Module):
@@ -121,23 +125,47 @@ class PromptEncoder(nn.Module):
             else:
                 groups[-1].append(p)
 
-        levels, start, prev_nodes = [], 0, None
-        for group in groups:
+        levels, start, offset = [], 0, 0
+        prev_nodes, prev_rows = None, None  # previous tree level: prefix key -> node index; node -> path rows
+        for g, group in enumerate(groups):
             last = keys[group[-1]]
             node_of = {}
             for i, key in enumerate(last):
                 node_of.setdefault(key, i)  # first category with that prefix holds the node's tokens
             reps = list(node_of.values())
-            parent = None
-            if prev_nodes is not None:
-                before = keys[group[0] - 1]
-                parent = torch.tensor([prev_nodes[before[r]] for r in reps], device=device)
-            length = sum(parts[p][1] for p in group)
-            levels.append(_Level([(parts[p][0], parts[p][1]) for p in group], torch.tensor(reps, device=device),
-                                 parent, start, length))
+            parent = [prev_nodes[keys[group[0] - 1][r]] for r in reps] if prev_nodes is not None else [0] * len(reps)
+            fixed = sum(parts[p][1] for p in group if parts[p][0] != "name")
+            lengths = [fixed + (self.name_lengths[r] if parts[group[-1]][0] == "name" else 0) for r in reps]
+            # nodes of one level are encoded together; the last level's rows differ in length (the names),
+            # so it is split into buckets of equal length: no padding anywhere
+            tree_level_rows = {}
+            for length in sorted(set(lengths)):
+                members = [j for j, node_length in enumerate(lengths) if node_length == length]
+                rows = offset + torch.arange(len(members) * length).view(len(members), length)
+                if prev_rows is not None:
+                    rows = torch.cat([prev_rows[torch.tensor([parent[j] for j in members])], rows], dim=1)
+                # causal under a prefix of `start` tokens: new token j sees the whole prefix and new tokens <= j
+                mask = torch.arange(start + length)[None, :] <= (start + torch.arange(length))[:, None]
+                levels.append(_Level([(parts[p][0], parts[p][1]) for p in group],
+                                     torch.tensor([reps[j] for j in members], device=device),
+                                     start, length, offset, mask.to(device), rows.to(device)))
+                for m, j in enumerate(members):
+                    tree_level_rows[j] = rows[m]
+                offset += len(members) * length
             prev_nodes = {key: j for j, key in enumerate(node_of)}
-            start += length
-        self.leaf_of_category = torch.tensor([prev_nodes[k] for k in keys[-1]], device=device)
+            prev_rows = torch.stack([tree_level_rows[j] for j in range(len(reps))]) if g < len(groups) - 1 else None
+            start += max(lengths)
+        # all levels' key rows in one index (one gather per layer)
+        self.register_buffer("key_rows", torch.cat([lv.key_rows.flatten() for lv in levels]), persistent=False)
+        # every token's absolute position, in packed order; each category's EOS row in packed order
+        positions = torch.cat([torch.arange(lv.start, lv.start + lv.length).repeat(len(lv.reps)) for lv in levels])
+        self.register_buffer("packed_positions", positions.to(device), persistent=False)
+        eos_rows = torch.zeros(n, dtype=torch.long)
+        for lv in levels:
+            if lv.parts[-1][0] == "name":
+                for j, i in enumerate(lv.reps.tolist()):
+                    eos_rows[i] = lv.offset + j * lv.length + int(self.eos_index[i]) - lv.start
+        self.register_buffer("eos_rows", eos_rows.to(device), persistent=False)
         return levels
 
     def _level_tokens(self, prompts: HierarchicalPrompts, level: _Level) -> torch.Tensor:
@@ -146,31 +174,20 @@ class PromptEncoder(nn.Module):
             if kind == "sos":
                 pieces.append(self.sos_embedding.expand(len(level.reps), 1, -1))
             elif kind == "name":
-                pieces.append(self.tail_embedding[level.reps])
+                pieces.append(self.tail_embedding[level.reps, :level.length - sum(k for _, k in level.parts[:-1])])
             else:
                 pieces.append(prompts.block(kind, level.reps).to(self.sos_embedding.dtype))
         return torch.cat(pieces, dim=1)
 
     def _encode_prefix(self, prompts: HierarchicalPrompts) -> torch.Tensor:
         text = self.backbone.text
-        blocks = text.transformer.resblocks
-        heads = self.backbone.heads
-        cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer (K, V) of the previous level
-        for level in self.levels:
-            x = self._level_tokens(prompts, level)
-            x = x + text.positional_embedding[level.start:level.start + x.shape[1]].to(x.dtype)
-            new_cache = []
-            for layer, block in enumerate(blocks):
-                past = None
-                if cache is not None:
-                    k_prev, v_prev = cache[layer]
-                    past = (k_prev[level.parent], v_prev[level.parent])
-                x, k, v = _block_with_prefix(block, x, past, heads)
-                new_cache.append((k, v))
-            cache = new_cache
-        # x: the last level's states; pick each category's EOS
-        states = x[self.leaf_of_category, self.eos_index - self.levels[-1].start]
-        return self.backbone.project_text(text.ln_final(states))
+        # all nodes of all levels packed into one [tokens, width] tensor: per-token work (layer norms,
+        # projections, MLP) runs once per layer over it; only attention goes level by level
+        x = torch.cat([self._level_tokens(prompts, lv).flatten(0, 1) for lv in self.levels])
+        x = x + text.positional_embedding[self.packed_positions].to(x.dtype)
+        for block in text.transformer.resblocks:
+            x = _tree_block(block, x, self.levels, self.key_rows, self.backbone.heads)
+        return self.backbone.project_text(text.ln_final(x[self.eos_rows]))
 
     # ---- entry point ------------------------------------------------------------------------------
     def encode(self, prompts: HierarchicalPrompts, method: str = "prefix") -> torch.Tensor:
@@ -187,28 +204,29 @@ class PromptEncoder(nn.Module):
         return self.encode(prompts, method)
 
 
-def _block_with_prefix(block: nn.Module, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None,
-                       heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One open_clip ResidualAttentionBlock over new tokens ``x`` [n, t, w] that follow cached keys/values.
+def _tree_block(block: nn.Module, x: torch.Tensor, levels: list[_Level], key_rows: torch.Tensor,
+                heads: int) -> torch.Tensor:
+    """One open_clip ResidualAttentionBlock over the packed tokens ``x`` [T, w] of a prefix tree.
 
-    ``past``: (K, V) [n, heads, P, head_dim] of the P tokens before ``x``. Returns the new states and
-    the (K, V) of all P + t tokens. Causal: token j of ``x`` sees the whole past and x[:j+1].
+    Attention is done by hand from the block's frozen nn.MultiheadAttention weights. Keys and values
+    are computed once per packed token; a node's tokens attend to the keys/values of its path
+    (every ancestor's tokens, then causally its own). ``key_rows`` lists, level after level, the
+    packed rows of every node's path, so one gather per layer fetches all of them.
     """
     attn = block.attn
     if not isinstance(attn, nn.MultiheadAttention) or getattr(block, "ln_1_kv", None) is not None:
         raise ValueError("The prefix encoder needs open_clip's standard text resblocks (nn.MultiheadAttention).")
-    n, t, w = x.shape
+    w = x.shape[-1]
     hd = w // heads
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = (z.view(n, t, heads, hd).transpose(1, 2) for z in qkv.chunk(3, dim=-1))
-    p = 0
-    if past is not None:
-        p = past[0].shape[2]
-        k = torch.cat([past[0], k], dim=2)
-        v = torch.cat([past[1], v], dim=2)
-    allowed = torch.arange(p + t, device=x.device)[None, :] <= (p + torch.arange(t, device=x.device))[:, None]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-    out = attn.out_proj(out.transpose(1, 2).reshape(n, t, w))
-    x = x + block.ls_1(out)
-    x = x + block.ls_2(block.mlp(block.ln_2(x)))
-    return x, k, v
+    q_all, kv_all = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).split([w, 2 * w], dim=1)
+    queries = q_all.split([len(lv.reps) * lv.length for lv in levels])
+    paths = kv_all[key_rows].split([lv.key_rows.numel() for lv in levels])
+    outs = []
+    for lv, q, kv in zip(levels, queries, paths):
+        n, t = len(lv.reps), lv.length
+        q = q.view(n, t, heads, hd).transpose(1, 2)  # [n, H, t, hd]
+        k, v = kv.view(n, -1, 2, heads, hd).permute(2, 0, 3, 1, 4)  # [n, H, start + t, hd]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=lv.mask)
+        outs.append(out.transpose(1, 2).reshape(n * t, w))
+    x = x + block.ls_1(attn.out_proj(torch.cat(outs)))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
