@@ -651,6 +651,7 @@ def predict_files(store, project_id: int, inputs: Iterable[str | Path], output: 
     from engine.clip_backbone import load_backbone
 
     _output_format(Path(output) if output else None, fmt)  # fail before loading anything
+    inputs = list_images(inputs)
     spec = project_backbone_spec(store, project_id, backbone_spec)
     backbone = load_backbone(spec, device=device)
     clfs = project_classifiers(store, project_id, backbone)

@@ -17,12 +17,13 @@ from tests.test_datasets import _img, make_coco, make_voc
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ["--clip-model", "tiny-rn"]
-# tiny counts: every question type but synonyms is asked, a handful of times
-KNOWLEDGE = ["--set", "n_synonyms=0", "--set", "n_common=2", "--set", "n_attributes=2",
-             "--set", "attributes_per_category=1", "--set", "n_coarse_sentences=2", "--set", "n_keep=1",
-             "--set", "fine_attributes_per_category=1", "--set", "n_fine_sentences=2",
-             "--set", "pairs_per_group=1", "--set", "max_scene_pairs=1", "--set", "n_scene_sentences=2",
-             "--set", "tokens_per_sentence=30", "--set", "tokens_per_phrase=6", "--set", "sampling.max_tokens=64"]
+# tiny counts over the question types that make sentences and scene groups (the knowledge tests
+# cover every question type; this keeps the LLM part short on a shared 2-core machine)
+KNOWLEDGE = ["--set", "steps=common,attributes,coarse_sentences,scenes,scene_sentences",
+             "--set", "n_common=2", "--set", "n_attributes=2", "--set", "attributes_per_category=1",
+             "--set", "n_coarse_sentences=3", "--set", "pairs_per_group=1", "--set", "max_scene_pairs=1",
+             "--set", "n_scene_sentences=2", "--set", "tokens_per_sentence=30", "--set", "tokens_per_phrase=6",
+             "--set", "sampling.max_tokens=96"]
 
 
 def cli(*args, capsys=None):
@@ -126,9 +127,9 @@ def test_predict_killed_and_resumed(tmp_path):
     db = tmp_path / "s.db"
     assert main(["--db", str(db), "new", "p", "--names", "cat, dog, person"]) == 0
     folder = tmp_path / "imgs"
-    n = 120
+    n = 80
     for i in range(n):
-        _img(folder / f"{i:03d}.jpg", i, size=(900, 700))
+        _img(folder / f"{i:03d}.jpg", i, size=(800, 600))
     out = tmp_path / "out.jsonl"
     cmd = [sys.executable, "-m", "engine", "--db", str(db), "--quiet", *CLIP, "predict", "p", str(folder),
            "-o", str(out), "--batch-size", "2", "--workers", "0"]
