@@ -608,8 +608,8 @@ def build_knowledge(categories: list[str], llm, settings: KnowledgeSettings | No
         res = step([run.make("scenes", list(cats), len(cats), 6, numbered=False, objects=objects, count=len(cats))])
         if res is None:
             return finish(True)
-        groups = [names for _, names in parse_groups(res[0][1], lambda t: mentions(t, cats, kn.synonyms))
-                  if len(names) >= 2]
+        groups = [names for _, names in parse_groups(res[0][1], lambda t: mentions(t, cats, kn.synonyms),
+                                                   exclusive=False) if len(names) >= 2]
         kn.stats["scene_groups_source"] = "llm"
         if not groups:
             kn.stats["scene_groups_source"] = s.scene_fallback

@@ -34,6 +34,7 @@ _PREAMBLE = re.compile(
     r"these are|i hope|hope this|let me know|note:|in summary|in conclusion|great question)\b", re.I)
 _ECHO = re.compile(r"^(question|answer|q|a|user|assistant)\s*:\s*", re.I)
 _EMPH = re.compile(r"(\*\*|__|\*|`|~~)")
+_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
 _FUNCTION_END = re.compile(r"\b(and|or|of|the|a|an|with|to|in|on|for|is|are|its|their|that)$", re.I)
 _HEAD = re.compile(r"^([^:：]{1,40})[:：]\s*(.*)$")
 
@@ -51,6 +52,7 @@ class ParseSettings:
 def _norm(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = "".join(ch if (ch in "\n\t" or unicodedata.category(ch)[0] != "C") else " " for ch in text)
+    text = _TAG.sub(lambda m: "\n" if m.group(0).lower().startswith(("<br", "<li", "<p")) else "", text)
     return text.replace("\t", " ").replace("\r", "\n")
 
 
@@ -178,12 +180,13 @@ def parse_sentences(raw: str, settings: ParseSettings = ParseSettings(), limit: 
     return out[:limit] if limit else out
 
 
-def parse_groups(raw: str, find) -> list[tuple[str, list[str]]]:
+def parse_groups(raw: str, find, exclusive: bool = True) -> list[tuple[str, list[str]]]:
     """Grouped answers ("Vehicles: car, bus" or a heading followed by a list).
 
     `find(text) -> list[str]` returns the known names a text mentions (engine.graph.mentions).
     Returns (group heading, [names]) in answer order; a line of its own with a list of names and
-    no heading gets heading "". A name is kept in the first group that mentions it."""
+    no heading gets heading "". With `exclusive` (super-categories) a name is kept only in the
+    first group that mentions it; without (scene subgroups) groups may overlap."""
     groups: list[tuple[str, list[str]]] = []
     current: tuple[str, list[str]] | None = None
     for body, had_marker in _lines(raw):
@@ -210,7 +213,7 @@ def parse_groups(raw: str, find) -> list[tuple[str, list[str]]]:
     seen: set[str] = set()
     out = []
     for title, names in groups:
-        kept = [n for n in dict.fromkeys(names) if n not in seen]
+        kept = [n for n in dict.fromkeys(names) if not (exclusive and n in seen)]
         seen.update(kept)
         if kept:
             out.append((title, kept))

@@ -69,6 +69,12 @@ def test_refusal_and_other_languages():
         "Le chat dort sur le canapé.", "Der Hund läuft im Park."]
 
 
+def test_html_tags_are_stripped():
+    assert parse_sentences("1. <em>This color is a red bicycle.</em>\n2. <b>A bike</b> leans on a wall.") == [
+        "This color is a red bicycle.", "A bike leans on a wall."]
+    assert parse_phrases("<ul><li>red</li><li>blue</li></ul>") == ["red", "blue"]
+
+
 def test_echoed_completion_prompt_is_dropped():
     raw = "1. Appearance.\n2. Color.\n\nQuestion: Please summarize 5 visual attributes of \"dog\".\nAnswer:\n1. Size"
     assert parse_phrases(raw) == ["Appearance", "Color", "Size"]
