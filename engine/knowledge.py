@@ -519,15 +519,17 @@ def build_knowledge(categories: list[str], llm, settings: KnowledgeSettings | No
             "scene_sentences": (s.max_scene_pairs or len(cats)) if "scene_sentences" in enabled and len(cats) > 1 else 0}
     run.planned.update({k: v for k, v in plan.items() if v})
 
-    def step(questions):
-        res = run.ask_all(questions) if questions else []
-        return res
+    def step(questions, name=""):
+        if not questions:
+            run.planned.pop(name, None)  # nothing to ask: the progress total shrinks
+            return []
+        return run.ask_all(questions)
 
     # synonyms
     if need_syn:
         qs = [run.make("synonyms", [c], s.n_synonyms, s.tokens_per_phrase, numbered=False, category=quote(c))
               for c in need_syn]
-        res = step(qs)
+        res = step(qs, "synonyms")
         if res is None:
             return finish(True)
         for q, raw in res:
@@ -573,7 +575,7 @@ def build_knowledge(categories: list[str], llm, settings: KnowledgeSettings | No
                        category=quote(c), attribute=quote(a))
               for c in cats for a in pools[c][:s.attributes_per_category]]
         run.planned["coarse_sentences"] = 0
-        res = step(qs)
+        res = step(qs, "coarse_sentences")
         if res is None:
             return finish(True)
         for q, raw in res:
@@ -582,7 +584,7 @@ def build_knowledge(categories: list[str], llm, settings: KnowledgeSettings | No
     if "filter" in enabled:
         qs = [run.make("filter", [c], s.n_keep, s.tokens_per_phrase, category=quote(c),
                        attributes=", ".join(pools[c])) for c in cats if pools[c]]
-        res = step(qs)
+        res = step(qs, "filter")
         if res is None:
             return finish(True)
         for q, raw in res:
@@ -598,7 +600,7 @@ def build_knowledge(categories: list[str], llm, settings: KnowledgeSettings | No
         qs = [run.make("fine_sentences", [c], s.n_fine_sentences, s.tokens_per_sentence,
                        category=quote(c), attribute=a)
               for c in cats for a in kn.filtered_attributes.get(c, [])[:s.fine_attributes_per_category]]
-        res = step(qs)
+        res = step(qs, "fine_sentences")
         if res is None:
             return finish(True)
         for q, raw in res:
@@ -634,7 +636,7 @@ def build_knowledge(categories: list[str], llm, settings: KnowledgeSettings | No
         qs = [run.make("scene_sentences", [a, b], s.n_scene_sentences, s.tokens_per_sentence,
                        category1=quote(a), category2=quote(b)) for a, b in pairs]
         run.planned.pop("scene_sentences", None)
-        res = step(qs)
+        res = step(qs, "scene_sentences")
         if res is None:
             return finish(True)
         for q, raw in res:
