@@ -74,14 +74,13 @@ def test_ranking_and_order_losses_by_hand():
 def test_training_lowers_loss_and_beats_handcrafted(rn, structure):
     train_set, held_out = synthetic_corpus(320, seed=0), synthetic_corpus(120, seed=1)
     seen = []
-    config = TrainConfig(epochs=4, batch_size=32, seed=0)
+    config = TrainConfig(epochs=2, batch_size=32, seed=0)
     result = train(rn, structure, HANDCRAFTED, train_set, config, on_step=seen.append)
     assert not result.cancelled
-    steps = 4 * 10
+    steps = 2 * 10
     assert [s.step for s in seen] == list(range(1, steps + 1)) and result.history == seen
     assert all(s.total_steps == steps for s in seen)
-    assert [s.epoch for s in seen[::10]] == [0, 1, 2, 3]
-    assert seen[0].lr == pytest.approx(0.002) and seen[-1].lr == pytest.approx(0.0002)  # x0.1 after epoch 2
+    assert [s.epoch for s in seen[::10]] == [0, 1]
     first = sum(s.losses["total"] for s in seen[:5]) / 5
     last = sum(s.losses["total"] for s in seen[-5:]) / 5
     assert last < 0.8 * first
@@ -108,6 +107,7 @@ def test_cancel_and_resume_equals_uninterrupted(rn, structure, tmp_path):
                          layout=PromptLayout(shared=4, coarse=2, fine=2, specific=2))
     straight = train(rn, structure, HANDCRAFTED, corpus, config)
     assert len(straight.history) == 9
+    assert [h.lr for h in straight.history] == pytest.approx([0.002] * 3 + [0.0002] * 3 + [0.00002] * 3)
 
     ckpt = tmp_path / "run.ckpt"
     calls = {"n": 0}
