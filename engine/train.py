@@ -49,7 +49,8 @@ result so far comes back with ``cancelled=True``. With ``checkpoint_path`` a che
 parameters, optimizer, scheduler, step, RNG states, history) is written after every epoch and on
 cancel; a call that finds one for the same run (same config, corpus, categories and backbone)
 resumes from it and ends, on the CPU, bit-for-bit where an uninterrupted run ends. Sentence order
-comes from a generator seeded with (seed, epoch), the noise from a generator whose state is saved.
+comes from a generator seeded with (seed, epoch), the noise from a generator whose state is saved
+(nothing else draws random numbers, so the process-wide torch RNG is neither used nor touched).
 """
 from __future__ import annotations
 
@@ -377,7 +378,6 @@ def train(backbone, structure: PromptStructure, handcrafted: list[str], corpus: 
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         noise_gen.set_state(state["noise_rng"])
-        torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
         elapsed_before = float(state["elapsed_s"])
         history = [StepInfo(**h) for h in state["history"]]
@@ -390,7 +390,7 @@ def train(backbone, structure: PromptStructure, handcrafted: list[str], corpus: 
             "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "step": step,
             "global_prompts": global_prompts.state_dict(), "local_prompts": local_prompts.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "noise_rng": noise_gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "noise_rng": noise_gen.get_state(),
             "elapsed_s": elapsed_before + (time.perf_counter() - t_train),
             "history": [dataclasses.asdict(h) for h in history],
         })
