@@ -53,6 +53,11 @@ def make_settings(values: dict):
                 kw[name] = None
             continue
         kw[name] = int(val)
+    if values.get("steps") is not None:
+        chosen = set(values["steps"])
+        kw["steps"] = tuple(step for step in base.steps if step in chosen)
+        if not kw["steps"]:
+            raise ValueError("Choose at least one question step.")
     tmpl = dict(base.templates)
     for step, _, _ in templates:
         q, pr = values.get(f"question:{step}"), values.get(f"primer:{step}")
@@ -161,6 +166,12 @@ def build_knowledge(ctx) -> dict:
         counts, limits, templates = settings_fields()
     except ImportError:
         counts, limits, templates = [], [], []
+    try:
+        from engine.knowledge import STEPS
+    except ImportError:
+        STEPS = ()
+    w["fields"]["steps"] = gr.CheckboxGroup(list(STEPS), value=list(STEPS), elem_id="ks-steps",
+                                            label="Question steps to run (paper section 3.2)")
     with gr.Accordion("Counts (items asked for per question)", open=True):
         with gr.Row():
             for name, default in counts:

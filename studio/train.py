@@ -12,6 +12,7 @@ from studio import figures
 from studio.common import Worker, err, explain, ok, project_id, session_of
 
 MODES = ["hierarchical", "shared", "specific"]
+MAIN_FIELDS = ("epochs", "lr", "batch_size", "noise_std", "lambda1", "lambda2")
 
 
 def _numeric_fields(cls) -> list[tuple[str, object]]:
@@ -133,17 +134,26 @@ def build_train(ctx) -> dict:
     except ImportError:
         tf, lf = [], []
     w["device"] = gr.Markdown(device_text(), elem_id="train-device")
+    def number(name, default):
+        w["cfg"][name] = gr.Number(value=default, label=name.replace("_", " "),
+                                   precision=0 if isinstance(default, int) else None,
+                                   elem_id=f"tc-{name}", min_width=110)
+
     with gr.Accordion("Settings (the paper's defaults)", open=True):
         with gr.Row():
             for name, default in tf:
-                w["cfg"][name] = gr.Number(value=default, label=name.replace("_", " "),
-                                           precision=0 if isinstance(default, int) else None,
-                                           elem_id=f"tc-{name}", min_width=110)
+                if name in MAIN_FIELDS:
+                    number(name, default)
         with gr.Row():
             for name, default in lf:
                 w["layout"][name] = gr.Number(value=default, label=f"{name} tokens", precision=0,
                                               elem_id=f"tl-{name}", min_width=110)
             w["mode"] = gr.Dropdown(MODES, value="hierarchical", label="Prompt mode")
+    with gr.Accordion("More settings", open=False):
+        with gr.Row():
+            for name, default in tf:
+                if name not in MAIN_FIELDS:
+                    number(name, default)
     with gr.Row():
         w["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
         w["cancel"] = gr.Button("Cancel", variant="stop", elem_id="train-cancel")

@@ -20,26 +20,78 @@ def ctx(tmp_path_factory):
                                    llm_kind="bundled", llm_name="smollm2"))
 
 
-def small_settings(**over):
+def small_settings(steps=None, **over):
     counts, limits, _ = knowledge.settings_fields()
     values = {n: 1 for n, _ in counts}
     values.update(over)
+    if steps is not None:
+        values["steps"] = steps
     return knowledge.make_settings(values)
+
+
+SCENES = ["a {a} rests near a {b} in the living room", "the {a} and the {b} share a sunny corner",
+          "a photo of a {a} beside a {b}", "a fluffy {a} on its own", "a close view of a {a}"]
+
+
+def write_corpus(ctx, pid):
+    """A small labelled corpus through the real store (the knowledge handler's LLM run is tested
+    on its own below: the bundled model is slow on a loaded 2-core machine)."""
+    from engine import workflow as wf
+
+    names = ["cat", "dog", "sofa"]
+    rows = []
+    for a in names:
+        for b in names:
+            for t in SCENES:
+                if a != b or "{b}" not in t:
+                    text = t.format(a=a, b=b)
+                    rows.append(dict(text=text, labels=sorted({a, b} if "{b}" in t else {a}),
+                                     source="coarse" if "{b}" not in t else "scene", category=a))
+    ctx.store.replace_sentences(pid, rows)
+    ctx.store.replace_attributes(pid, [dict(category=c, text=f"{c} attribute {i}", kept=True)
+                                       for c in names for i in range(2)])
+    wf.recompute_graph(ctx.store, pid, 1)
 
 
 @pytest.fixture(scope="module")
 def trained(ctx):
-    """A 3-category project with knowledge and one trained classifier (shared by the tests below)."""
+    """A 3-category project with a corpus and one trained classifier (shared by the tests below)."""
     state, msg = projects.create(ctx, {}, "own", "pets", VOCAB)
     assert "Created" in msg, msg
-    spec = knowledge.llm_spec(ctx, "bundled", "smollm2", "", "", "")
-    out = list(knowledge.generate(ctx, state, spec, small_settings(), threading.Event()))
-    assert "Knowledge ready" in out[-1][0], out[-1]
-    cfg = train.make_config({"epochs": 1}, {}, "hierarchical")
+    write_corpus(ctx, state["project"])
+    cfg = train.make_config({"epochs": 1, "batch_size": 16}, {}, "hierarchical")
     steps = list(train.run(ctx, state, cfg, threading.Event()))
     assert "Trained" in steps[-1][0], steps[-1][0]
     assert steps[-1][1], "loss history"
     return state
+
+
+@pytest.mark.llm
+def test_generate_knowledge_with_the_bundled_llm(ctx):
+    """One question step on one category: the real bundled model answers, the store keeps it."""
+    state, _ = projects.create(ctx, {}, "own", "llm", "bicycle")
+    spec = knowledge.llm_spec(ctx, "bundled", "smollm2", "", "", "")
+    out = list(knowledge.generate(ctx, state, spec, small_settings(["attributes"], n_attributes=3),
+                                  threading.Event()))
+    assert "Knowledge ready" in out[-1][0], out[-1]
+    rows, *_ = knowledge.category_details(ctx, state, "bicycle")
+    assert rows and all(r[0].strip() for r in rows)
+    # generating again resumes from the answer cache: nothing new is asked
+    again = list(knowledge.generate(ctx, state, spec, small_settings(["attributes"], n_attributes=3),
+                                    threading.Event()))
+    assert "Knowledge ready" in again[-1][0]
+    assert knowledge.category_details(ctx, state, "bicycle")[0] == rows
+
+
+def test_knowledge_settings_from_widgets():
+    s = small_settings(["attributes", "coarse_sentences"], n_attributes=4)
+    assert s.steps == ("attributes", "coarse_sentences") and s.n_attributes == 4
+    with pytest.raises(ValueError):
+        small_settings([])
+    counts, limits, templates = knowledge.settings_fields()
+    step, question, primer = templates[0]
+    changed = knowledge.make_settings({f"question:{step}": question + " Be brief."})
+    assert changed.templates[step].question.endswith("Be brief.")
 
 
 @pytest.mark.parametrize("vocab, words", [
@@ -95,13 +147,14 @@ def test_train_without_sentences_says_what_to_do(ctx):
     assert out[-1][0].startswith("⚠️") and "knowledge" in out[-1][0]
 
 
-def test_knowledge_cancel_then_resume(ctx):
+def test_knowledge_cancel(ctx):
     state, _ = projects.create(ctx, {}, "own", "cancelled", "cup, plate")
     spec = knowledge.llm_spec(ctx, "bundled", "smollm2", "", "", "")
     stop = threading.Event()
     stop.set()
     out = list(knowledge.generate(ctx, state, spec, small_settings(), stop))
     assert "Cancelled" in out[-1][0]
+    assert sentences.table(ctx, state)[0] == []
 
 
 def test_category_edit_persists(ctx, trained):
