@@ -92,6 +92,8 @@ def main(argv=None):
     ap.add_argument("--categories", type=int, default=20, help="first N VOC categories for the end-to-end build")
     ap.add_argument("--compare-categories", type=int, default=3,
                     help="first N categories for the naive-vs-optimised comparison (0 skips it)")
+    ap.add_argument("--compare-steps", default="attributes,coarse_sentences",
+                    help="knowledge steps asked in the naive-vs-optimised comparison")
     ap.add_argument("--tps-tokens", type=int, default=64, help="tokens generated for the tokens/s figure")
     ap.add_argument("--skip-build", action="store_true", help="only tokens/s and the comparison")
     args = ap.parse_args(argv)
@@ -111,14 +113,16 @@ def main(argv=None):
 
     if args.compare_categories:
         sub = cats[:args.compare_categories]
-        print(f"\n## naive loop vs optimised, same questions (default settings, {len(sub)} VOC categories)")
+        cmp_settings = KnowledgeSettings(steps=tuple(x for x in args.compare_steps.split(",") if x))
+        print(f"\n## naive loop vs optimised, same questions (steps {args.compare_steps}, default counts, "
+              f"{len(sub)} VOC categories)")
         print(f"{'model':55s} {'variant':10s} {'threads':>7s} {'prefix':>6s} {'questions':>9s} "
               f"{'wall s':>8s} {'q/min':>7s} {'tok/s':>7s}")
         for spec in specs:
             naive = LLMSpec(**{**spec.__dict__, "n_threads": max(1, (os.cpu_count() or 2) // 2), "reuse_prefix": False})
             fast = LLMSpec(**{**spec.__dict__, "n_threads": None, "reuse_prefix": True})
             for label, sp in (("naive", naive), ("optimised", fast)):
-                _, r = build(sp, sub, super_of, synonyms, settings)
+                _, r = build(sp, sub, super_of, synonyms, cmp_settings)
                 threads = sp.n_threads or physical_cores()
                 print(f"{open_llm(sp).id:55s} {label:10s} {threads:7d} {str(sp.reuse_prefix):>6s} {r['questions']:9d} "
                       f"{r['wall_s']:8.1f} {r['q_per_min']:7.1f} {r['tok_s']:7.1f}", flush=True)
