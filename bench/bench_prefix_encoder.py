@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
+# On a CPU shared with other work, OpenMP threads that spin-wait at every barrier measure the
+# machine's load more than the encoders (the prefix path has more, smaller ops); passive waiting
+# applies to all three methods alike. Must be set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -135,7 +141,8 @@ def main(argv=None) -> None:
     rows = token_rows(encoder)
     print(f"backbone {backbone.name} on {backbone.device}, {torch.get_num_threads()} threads; "
           f"text width {backbone.width}, {len(backbone.text.transformer.resblocks)} layers; "
-          f"{args.repeats} interleaved repeats after {args.warmup} warm-up")
+          f"{args.repeats} interleaved repeats after {args.warmup} warm-up; OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY')}; load average {os.getloadavg()[0]:.1f}")
     print(f"COCO: {len(structure.categories)} categories, {len(structure.coarse_groups)} coarse groups, "
           f"{len(structure.cliques)} cliques ({len(structure.alone)} categories in none); layout "
           f"{layout.shared}/{layout.coarse}/{layout.fine}/{layout.specific} mode={layout.mode}")

@@ -94,7 +94,7 @@ class PromptEncoder(nn.Module):
     # ---- full rows (padded / naive) --------------------------------------------------------------
     def full_rows(self, context: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """Token embeddings of the whole rows [N, length, width]; length defaults to the longest real row."""
-        n, total = context.shape[0], context.shape[1]
+        n = context.shape[0]
         longest = int(self.eos_index.max()) + 1
         length = longest if length is None else length
         rows = torch.cat([self.sos_embedding.expand(n, 1, -1), context.to(self.sos_embedding.dtype),
