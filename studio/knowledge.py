@@ -117,30 +117,34 @@ def category_choices(ctx, state) -> list[str]:
 
 
 def category_details(ctx, state, category):
-    """-> (attribute rows [[attribute, kept]], synonyms text, super-category, prompt)."""
+    """-> (kept-attributes checkbox update, attribute list text, synonyms text, super-category,
+    prompt). Every attribute is a choice of the checkbox group; the kept ones are ticked."""
     pid = project_id(state)
     if pid is None or not category:
-        return [], "", "", ""
+        return gr.update(choices=[], value=[]), "", "", "", ""
     d = wf.studio_category_details(ctx.store, pid, category)
-    rows = [[a["text"], bool(a["kept"])] for a in d["attributes"]]
-    return rows, ", ".join(d["synonyms"]), d["super"] or "", d["prompt"] or ""
+    texts = [a["text"] for a in d["attributes"]]
+    kept = [a["text"] for a in d["attributes"] if a["kept"]]
+    return (gr.update(choices=texts, value=kept), "\n".join(texts), ", ".join(d["synonyms"]),
+            d["super"] or "", d["prompt"] or "")
 
 
-def save_category(ctx, state, category, rows, synonyms, super_, prompt) -> str:
+def save_category(ctx, state, category, attribute_text, kept, synonyms, super_, prompt) -> str:
+    """``attribute_text``: the attributes, one a line (edit, add or remove lines); ``kept``: the
+    ticked ones. A new line is kept unless the person unticks it after saving."""
     pid = project_id(state)
     if pid is None or not category:
         return err("Open a project and choose a category first.")
-    if hasattr(rows, "values"):  # a pandas frame from gr.Dataframe
-        rows = rows.values.tolist()
-    attrs = []
-    for row in rows or []:
-        if not row or not str(row[0]).strip():
+    old = {a["text"] for a in wf.studio_category_details(ctx.store, pid, category)["attributes"]}
+    kept = set(kept or [])
+    attrs, seen = [], set()
+    for line in (attribute_text or "").splitlines():
+        text = " ".join(line.split())
+        if not text or text.casefold() in seen:
             continue
-        kept = row[1] if len(row) > 1 else True
-        if isinstance(kept, str):
-            kept = kept.strip().lower() in ("true", "1", "yes", "keep", "kept")
-        attrs.append({"text": str(row[0]).strip(), "kept": bool(kept)})
-    syns = [s.strip() for s in (synonyms or "").replace("\n", ",").split(",") if s.strip()]
+        seen.add(text.casefold())
+        attrs.append({"text": text, "kept": text in kept or text not in old})
+    syns = [x.strip() for x in (synonyms or "").replace("\n", ",").split(",") if x.strip()]
     try:
         wf.studio_update_category(ctx.store, pid, category, attributes=attrs, synonyms=syns,
                                   super_=(super_ or "").strip() or None,
@@ -198,9 +202,11 @@ def build_knowledge(ctx) -> dict:
     with gr.Row():
         w["category"] = gr.Dropdown([], label="Category", elem_id="kn-category")
         w["regen"] = gr.Button("Regenerate this category", elem_id="regen-category")
-    w["attrs"] = gr.Dataframe(headers=["attribute", "keep"], datatype=["str", "bool"],
-                              label="Attributes (untick keep to drop one)", interactive=True,
-                              elem_id="kn-attributes", column_count=2)
+    with gr.Row():
+        w["keep"] = gr.CheckboxGroup([], label="Attributes kept (untick to drop one)",
+                                     elem_id="kn-keep", scale=2)
+        w["attrs"] = gr.Textbox(label="Attributes, one a line (edit, add, remove)", lines=6,
+                                elem_id="kn-attributes", scale=1)
     with gr.Row():
         w["synonyms"] = gr.Textbox(label="Synonyms (comma-separated)", elem_id="kn-synonyms")
         w["super"] = gr.Textbox(label="Super-category", elem_id="kn-super")
@@ -243,21 +249,23 @@ def wire_knowledge(ctx, w: dict, state) -> None:
     gen.then(lambda st: gr.update(choices=category_choices(ctx, st)), [state], [w["category"]])
     w["regen"].click(run_one, [state, w["category"]] + inputs[1:], [w["msg"], w["progress"]]).then(
         lambda st, c: category_details(ctx, st, c), [state, w["category"]],
-        [w["attrs"], w["synonyms"], w["super"], w["prompt"]])
+        [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
 
     def cancel(request: gr.Request):
         return ok("Cancelling...") if ctx.jobs.cancel(session_of(request), "knowledge") else err("Nothing is running.")
 
     w["cancel"].click(cancel, None, [w["msg"]], queue=False)
     w["category"].change(lambda st, c: category_details(ctx, st, c), [state, w["category"]],
-                         [w["attrs"], w["synonyms"], w["super"], w["prompt"]])
-    w["save"].click(lambda st, c, r, sy, su, p: save_category(ctx, st, c, r, sy, su, p),
-                    [state, w["category"], w["attrs"], w["synonyms"], w["super"], w["prompt"]],
-                    [w["cat_msg"]])
+                         [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
+    w["save"].click(lambda st, c, t, k, sy, su, p: save_category(ctx, st, c, t, k, sy, su, p),
+                    [state, w["category"], w["attrs"], w["keep"], w["synonyms"], w["super"], w["prompt"]],
+                    [w["cat_msg"]]).then(
+        lambda st, c: category_details(ctx, st, c), [state, w["category"]],
+        [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
 
 
 def refresh_knowledge(ctx, state):
-    """Outputs for [category dropdown, attrs, synonyms, super, prompt] when the project changes."""
+    """Outputs for [category dropdown, keep, attrs, synonyms, super, prompt] when the project changes."""
     cats = category_choices(ctx, state)
     first = cats[0] if cats else None
     return (gr.update(choices=cats, value=first), *category_details(ctx, state, first))

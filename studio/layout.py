@@ -67,7 +67,7 @@ def build_app(settings: StudioSettings | None = None, ctx: Ctx | None = None) ->
             )
 
         redraw_out = [state, selector, wp["summary"],
-                      wk["category"], wk["attrs"], wk["synonyms"], wk["super"], wk["prompt"],
+                      wk["category"], wk["keep"], wk["attrs"], wk["synonyms"], wk["super"], wk["prompt"],
                       ws["category"], ws["source"], ws["table"], ws["info"], ws["counts"],
                       wg["a"], wg["b"], wg["plot"], wg["cliques"],
                       wt["runs"], wt["plot"]]

@@ -74,13 +74,13 @@ def test_generate_knowledge_with_the_bundled_llm(ctx):
     out = list(knowledge.generate(ctx, state, spec, small_settings(["attributes"], n_attributes=3),
                                   threading.Event()))
     assert "Knowledge ready" in out[-1][0], out[-1]
-    rows, *_ = knowledge.category_details(ctx, state, "bicycle")
-    assert rows and all(r[0].strip() for r in rows)
+    keep, text, *_ = knowledge.category_details(ctx, state, "bicycle")
+    assert keep["choices"] and text.strip()
     # generating again resumes from the answer cache: nothing new is asked
     again = list(knowledge.generate(ctx, state, spec, small_settings(["attributes"], n_attributes=3),
                                     threading.Event()))
     assert "Knowledge ready" in again[-1][0]
-    assert knowledge.category_details(ctx, state, "bicycle")[0] == rows
+    assert knowledge.category_details(ctx, state, "bicycle")[1] == text
 
 
 def test_knowledge_settings_from_widgets():
@@ -128,7 +128,7 @@ def test_project_create_rename_export_import_delete(ctx, tmp_path):
 def test_preset_project_has_vocabulary_and_super_categories(ctx):
     state, msg = projects.create(ctx, {}, "voc2007", "", "")
     assert "20 categories" in msg
-    info_rows, syn, sup, prompt = knowledge.category_details(ctx, state, "aeroplane")
+    _, _, syn, sup, prompt = knowledge.category_details(ctx, state, "aeroplane")
     assert sup == "vehicle" and "airplane" in syn and "aeroplane" in prompt
 
 
@@ -159,14 +159,19 @@ def test_knowledge_cancel(ctx):
 
 def test_category_edit_persists(ctx, trained):
     cat = knowledge.category_choices(ctx, trained)[0]
-    rows, syn, sup, prompt = knowledge.category_details(ctx, trained, cat)
-    assert rows, "attributes were generated"
-    rows[0][1] = not rows[0][1]
-    msg = knowledge.save_category(ctx, trained, cat, rows, "kitty, feline", "animal", "a photo of a cat.")
+    keep, text, syn, sup, prompt = knowledge.category_details(ctx, trained, cat)
+    attrs = text.splitlines()
+    assert len(attrs) == 2 and keep["value"] == attrs
+    # drop the first, rename nothing, add one
+    msg = knowledge.save_category(ctx, trained, cat, text + "\nsoft fur", attrs[1:], "kitty, feline",
+                                  "animal", "a photo of a cat.")
     assert "Saved" in msg
-    rows2, syn2, sup2, prompt2 = knowledge.category_details(ctx, trained, cat)
-    assert rows2[0] == rows[0] and syn2 == "kitty, feline" and sup2 == "animal"
-    assert prompt2 == "a photo of a cat."
+    keep2, text2, syn2, sup2, prompt2 = knowledge.category_details(ctx, trained, cat)
+    assert text2.splitlines() == attrs + ["soft fur"]
+    assert keep2["value"] == [attrs[1], "soft fur"]
+    assert syn2 == "kitty, feline" and sup2 == "animal" and prompt2 == "a photo of a cat."
+    edited = {a.text: a.edited for a in ctx.store.list_attributes(trained["project"], cat)}
+    assert edited[attrs[0]] and not edited[attrs[1]]
 
 
 def test_sentences_browse_filter_edit_delete(ctx, trained):

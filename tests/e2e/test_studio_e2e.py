@@ -14,6 +14,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 VOCAB = "cat, dog, sofa"
 PROJECT = "E2E pets"
+KEEP_STEPS = ("attributes", "coarse_sentences")
 
 
 def field(page, elem_id):
@@ -63,23 +64,33 @@ def test_studio_end_to_end(app_server, browser, shots):
 
     # 2. knowledge with small counts
     tab(page, "2 Knowledge")
+    # two question steps (attributes, then sentences from them), one attribute per category
+    steps = page.locator("#ks-steps label")
+    assert steps.count() >= 2
+    for i in range(steps.count()):
+        label = steps.nth(i)
+        box = label.locator("input[type=checkbox]")
+        if label.inner_text().strip() not in KEEP_STEPS and box.is_checked():
+            box.uncheck()
     counts = page.locator("[id^=ks-n_] input[type=number]")
     assert counts.count() > 0, "the knowledge counts are shown"
     for i in range(counts.count()):
         counts.nth(i).fill("1")
         counts.nth(i).press("Tab")
+    field(page, "ks-n_coarse_sentences").fill("3")
+    field(page, "ks-n_coarse_sentences").press("Tab")
     page.locator("#gen-knowledge").click()
     wait_text(page, "#knowledge-msg", "Asking|Knowledge ready", timeout=120_000)
     shots(page, "knowledge-progress")
     wait_text(page, "#knowledge-msg", "Knowledge ready", timeout=600_000)
     shots(page, "knowledge-ready")
 
-    # edit one attribute of the first category: untick "keep" on its first attribute
-    page.wait_for_selector("#kn-attributes tbody tr", timeout=60_000)
-    box = page.locator("#kn-attributes tbody tr").first.locator("input[type=checkbox]").first
-    before = box.is_checked()
-    box.click()
-    page.wait_for_timeout(500)
+    # edit one attribute of the first category: untick "kept" on its first attribute
+    page.wait_for_selector("#kn-keep input[type=checkbox]", timeout=60_000)
+    box = page.locator("#kn-keep input[type=checkbox]").first
+    assert box.is_checked()
+    dropped = page.locator("#kn-keep label").first.inner_text().strip()
+    box.uncheck()
     page.locator("#save-category").click()
     wait_text(page, "#kn-cat-msg", "Saved")
     shots(page, "attribute-edited")
@@ -129,9 +140,10 @@ def test_studio_end_to_end(app_server, browser, shots):
     summary = wait_text(page, "#project-summary", PROJECT)
     assert "3 categories" in summary and "classifier: yes" in summary
     tab(page, "2 Knowledge")
-    page.wait_for_selector("#kn-attributes tbody tr", timeout=60_000)
-    box = page.locator("#kn-attributes tbody tr").first.locator("input[type=checkbox]").first
-    assert box.is_checked() != before, "the attribute edit survived the reload"
+    page.wait_for_selector("#kn-keep input[type=checkbox]", timeout=60_000)
+    first = page.locator("#kn-keep label").first
+    assert first.inner_text().strip() == dropped
+    assert not first.locator("input[type=checkbox]").is_checked(), "the attribute edit survived the reload"
     tab(page, "5 Train")
     wait_text(page, "#train-runs", "done")
     shots(page, "after-reload")
