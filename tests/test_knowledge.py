@@ -23,11 +23,13 @@ TINY = dict(n_synonyms=1, n_common=2, n_attributes=2, attributes_per_category=1,
 RESUME = dict(steps=("attributes", "coarse_sentences"), n_attributes=2, attributes_per_category=1,
               n_coarse_sentences=1, tokens_per_phrase=6, tokens_overhead=8, tokens_per_sentence=30)
 RESUME_CATS = ["cat", "dog"]
+# One thread: the same on every run (answers must not depend on it), and fastest on a shared machine.
+SPEC = LLMSpec(kind="bundled", name="smollm2", n_threads=1)
 
 
 @pytest.fixture(scope="module")
 def llm():
-    return open_llm(LLMSpec(kind="bundled", name="smollm2"))
+    return open_llm(SPEC)
 
 
 def test_every_question_type_on_three_categories(llm, tmp_path):
@@ -64,7 +66,7 @@ def _summary(kn):
 @pytest.fixture(scope="module")
 def uninterrupted(llm, tmp_path_factory):
     path = tmp_path_factory.mktemp("full") / "answers.jsonl"
-    fresh = open_llm(LLMSpec(kind="bundled", name="smollm2"), cached=False)
+    fresh = open_llm(SPEC, cached=False)
     kn = build_knowledge(RESUME_CATS, fresh, KnowledgeSettings(**RESUME), cache=JsonlAnswerCache(path))
     assert fresh.usage.calls == 4 and kn.sentences
     return kn
@@ -72,11 +74,11 @@ def uninterrupted(llm, tmp_path_factory):
 
 def test_stop_after_k_answers_then_resume_asks_only_the_rest(uninterrupted, tmp_path):
     path = tmp_path / "answers.jsonl"
-    first = open_llm(LLMSpec(kind="bundled", name="smollm2"), cached=False)
+    first = open_llm(SPEC, cached=False)
     part = build_knowledge(RESUME_CATS, first, KnowledgeSettings(**RESUME), cache=JsonlAnswerCache(path),
                            should_stop=lambda: first.usage.calls >= 3)
     assert part.cancelled and first.usage.calls == 3 and len(JsonlAnswerCache(path)) == 3
-    second = open_llm(LLMSpec(kind="bundled", name="smollm2"), cached=False)
+    second = open_llm(SPEC, cached=False)
     done = build_knowledge(RESUME_CATS, second, KnowledgeSettings(**RESUME), cache=JsonlAnswerCache(path))
     assert second.usage.calls == 1 and not done.cancelled
     assert _summary(done) == _summary(uninterrupted)
@@ -87,7 +89,7 @@ def test_sigkill_mid_run_then_resume(uninterrupted, tmp_path):
     script = textwrap.dedent(f"""
         from engine.knowledge import JsonlAnswerCache, KnowledgeSettings, build_knowledge
         from engine.llm import LLMSpec, open_llm
-        llm = open_llm(LLMSpec(kind="bundled", name="smollm2"))
+        llm = open_llm(LLMSpec(kind="bundled", name="smollm2", n_threads=1))
         build_knowledge({RESUME_CATS!r}, llm, KnowledgeSettings(**{RESUME!r}), cache=JsonlAnswerCache({str(path)!r}))
         import time; time.sleep(60)
     """)
@@ -105,7 +107,7 @@ def test_sigkill_mid_run_then_resume(uninterrupted, tmp_path):
         proc.wait(30)
     lines = path.read_text().count("\n")
     assert 2 <= lines < 4, f"the child wrote {lines} answers before the kill"
-    again = open_llm(LLMSpec(kind="bundled", name="smollm2"), cached=False)
+    again = open_llm(SPEC, cached=False)
     done = build_knowledge(RESUME_CATS, again, KnowledgeSettings(**RESUME), cache=JsonlAnswerCache(path))
     assert again.usage.calls == 4 - lines
     assert _summary(done) == _summary(uninterrupted)
