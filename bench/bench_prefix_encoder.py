@@ -157,7 +157,9 @@ def main(argv=None) -> None:
     print(f"max |class emb prefix - naive|  = {(values['prefix'] - values['naive']).abs().max().item():.2e} "
           f"(target <= 1e-4; embeddings' max |value| {values['naive'].abs().max().item():.2f})")
     print(f"max |class emb padded - naive|  = {(values['padded'] - values['naive']).abs().max().item():.2e}")
-    print(f"max |prompt grad prefix - naive| = {max_diff(grads['prefix'], grads['naive']):.2e}")
+    biggest = max(g.abs().max().item() for g in grads["naive"])
+    print(f"max |prompt grad prefix - naive| = {max_diff(grads['prefix'], grads['naive']):.2e} "
+          f"(float32 round-off: gradients' max |value| {biggest:.1f})")
 
 
 if __name__ == "__main__":
