@@ -97,6 +97,7 @@ def generate(ctx, state, spec, settings, cancel, category: str | None = None):
                                      on_progress=progress, should_stop=should_stop)
 
     done = total = 0
+    yield "Starting: loading the language model...", 0, 0
     for kind, payload in Worker(job, cancel):
         if kind == "item":
             done, total, question = payload
@@ -220,7 +221,7 @@ def wire_knowledge(ctx, w: dict, state) -> None:
     field_names = list(w["fields"])
     llm_inputs = [w["llm_kind"], w["llm_name"], w["llm_path"], w["llm_url"], w["llm_model"]]
 
-    def run(st, kind, name, path, url, model, *vals, category=None, request: gr.Request = None):
+    def run(st, kind, name, path, url, model, *vals, category=None, request=None):
         session = session_of(request)
         try:
             spec = llm_spec(ctx, kind, name, path, url, model)
@@ -235,10 +236,11 @@ def wire_knowledge(ctx, w: dict, state) -> None:
         finally:
             ctx.jobs.finish(session, "knowledge", cancel)
 
-    def run_all(st, *args, request: gr.Request):
+    # gr.Request first: Gradio inserts it by position, which works before *args
+    def run_all(request: gr.Request, st, *args):
         yield from run(st, *args, request=request)
 
-    def run_one(st, cat, *args, request: gr.Request):
+    def run_one(request: gr.Request, st, cat, *args):
         if not cat:
             yield err("Choose a category first."), gr.update()
             return
@@ -246,7 +248,8 @@ def wire_knowledge(ctx, w: dict, state) -> None:
 
     inputs = [state] + llm_inputs + [w["fields"][n] for n in field_names]
     gen = w["generate"].click(run_all, inputs, [w["msg"], w["progress"]])
-    gen.then(lambda st: gr.update(choices=category_choices(ctx, st)), [state], [w["category"]])
+    gen.then(lambda st, c: refresh_knowledge(ctx, st, c), [state, w["category"]],
+             [w["category"], w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
     w["regen"].click(run_one, [state, w["category"]] + inputs[1:], [w["msg"], w["progress"]]).then(
         lambda st, c: category_details(ctx, st, c), [state, w["category"]],
         [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
@@ -264,8 +267,9 @@ def wire_knowledge(ctx, w: dict, state) -> None:
         [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
 
 
-def refresh_knowledge(ctx, state):
-    """Outputs for [category dropdown, keep, attrs, synonyms, super, prompt] when the project changes."""
+def refresh_knowledge(ctx, state, current=None):
+    """Outputs for [category dropdown, keep, attrs, synonyms, super, prompt] when the project
+    changes (or its knowledge does): the current category stays chosen when it still exists."""
     cats = category_choices(ctx, state)
-    first = cats[0] if cats else None
+    first = current if current in cats else (cats[0] if cats else None)
     return (gr.update(choices=cats, value=first), *category_details(ctx, state, first))

@@ -133,7 +133,12 @@ def build_train(ctx) -> dict:
         tf, lf = config_fields()
     except ImportError:
         tf, lf = [], []
-    w["device"] = gr.Markdown(device_text(), elem_id="train-device")
+    from studio.classify import weights_note
+
+    spec = ctx.settings.backbone_spec()
+    note = weights_note(spec)
+    w["device"] = gr.Markdown(f"{device_text()} · CLIP: **{spec.model}/{spec.pretrained or 'random'}**"
+                              + (f"\n\n{note}" if note else ""), elem_id="train-device")
     def number(name, default):
         w["cfg"][name] = gr.Number(value=default, label=name.replace("_", " "),
                                    precision=0 if isinstance(default, int) else None,
@@ -170,7 +175,7 @@ def build_train(ctx) -> dict:
 def wire_train(ctx, w: dict, state) -> None:
     cfg_names, layout_names = list(w["cfg"]), list(w["layout"])
 
-    def start(st, mode, *vals, request: gr.Request):
+    def start(request: gr.Request, st, mode, *vals):  # request first: see knowledge.wire_knowledge
         session = session_of(request)
         try:
             config = make_config(dict(zip(cfg_names, vals[:len(cfg_names)])),

@@ -10,7 +10,7 @@ import re
 import pytest
 from PIL import Image, ImageDraw
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 VOCAB = "cat, dog, sofa"
 PROJECT = "E2E pets"
@@ -80,9 +80,12 @@ def test_studio_end_to_end(app_server, browser, shots):
     field(page, "ks-n_coarse_sentences").fill("3")
     field(page, "ks-n_coarse_sentences").press("Tab")
     page.locator("#gen-knowledge").click()
-    wait_text(page, "#knowledge-msg", "Asking|Knowledge ready", timeout=120_000)
+    wait_text(page, "#knowledge-msg", "Starting|Asking|Knowledge ready", timeout=60_000)
     shots(page, "knowledge-progress")
-    wait_text(page, "#knowledge-msg", "Knowledge ready", timeout=600_000)
+    wait_text(page, "#knowledge-msg", "Asking|Knowledge ready|⚠️", timeout=600_000)
+    shots(page, "knowledge-answers")
+    msg = wait_text(page, "#knowledge-msg", "Knowledge ready|⚠️", timeout=900_000)
+    assert "Knowledge ready" in msg, msg
     shots(page, "knowledge-ready")
 
     # edit one attribute of the first category: untick "kept" on its first attribute
