@@ -3,7 +3,7 @@
 1. tokens/s of each bundled model on this CPU (generation, and prompt evaluation);
 2. naive loop vs the optimised one on the same questions: naive = llama-cpp-python's default
    thread count (half the logical cores) and the KV cache reset before every question; optimised =
-   physical-core threads and prompt-prefix reuse (engine.llm docstring);
+   engine.llm's default threads (idle physical cores) and prompt-prefix reuse (engine.llm docstring);
 3. wall time to build the default knowledge (KnowledgeSettings()) for PASCAL VOC's categories end
    to end (assets/presets/voc2007.json, with the preset's super-categories and synonyms, as the
    studio passes them), and a quality figure per model: the share of requested sentences that
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.graph import mentions  # noqa: E402
 from engine.knowledge import KnowledgeSettings, build_knowledge  # noqa: E402
-from engine.llm import LLMSpec, Prompt, SamplingSettings, open_llm, physical_cores  # noqa: E402
+from engine.llm import LLMSpec, Prompt, SamplingSettings, default_threads, open_llm, physical_cores  # noqa: E402
 
 SENTENCE_STEPS = {"coarse_sentences": "n_coarse_sentences", "fine_sentences": "n_fine_sentences",
                   "scene_sentences": "n_scene_sentences"}
@@ -102,7 +102,8 @@ def main(argv=None):
     specs += [LLMSpec(kind="gguf", path=p) for p in args.gguf]
     cats, super_of, synonyms = load_voc()
     settings = KnowledgeSettings()
-    print(f"# machine: {os.cpu_count()} logical cores, {physical_cores()} physical; load {os.getloadavg()}")
+    print(f"# machine: {os.cpu_count()} logical cores, {physical_cores()} physical; load {os.getloadavg()}; "
+          f"default threads now {default_threads()}")
 
     print("\n## tokens/s (generation after warm-up; prompt evaluation of a ~200-token prompt)")
     print(f"{'model':55s} {'kind':5s} {'threads':>7s} {'gen tok/s':>10s} {'prompt tok/s':>13s}")
@@ -119,12 +120,13 @@ def main(argv=None):
         print(f"{'model':55s} {'variant':10s} {'threads':>7s} {'prefix':>6s} {'questions':>9s} "
               f"{'wall s':>8s} {'q/min':>7s} {'tok/s':>7s}")
         for spec in specs:
+            # llama-cpp-python's own default thread count, cache reset before every question
             naive = LLMSpec(**{**spec.__dict__, "n_threads": max(1, (os.cpu_count() or 2) // 2), "reuse_prefix": False})
-            fast = LLMSpec(**{**spec.__dict__, "n_threads": None, "reuse_prefix": True})
+            fast = LLMSpec(**{**spec.__dict__, "n_threads": None, "reuse_prefix": None})
             for label, sp in (("naive", naive), ("optimised", fast)):
                 _, r = build(sp, sub, super_of, synonyms, cmp_settings)
-                threads = sp.n_threads or physical_cores()
-                print(f"{open_llm(sp).id:55s} {label:10s} {threads:7d} {str(sp.reuse_prefix):>6s} {r['questions']:9d} "
+                threads = open_llm(sp).n_threads
+                print(f"{open_llm(sp).id:55s} {label:10s} {threads:7d} {str(open_llm(sp).reuse_prefix):>6s} {r['questions']:9d} "
                       f"{r['wall_s']:8.1f} {r['q_per_min']:7.1f} {r['tok_s']:7.1f}", flush=True)
 
     if not args.skip_build:
