@@ -120,6 +120,7 @@ DEFAULT_TEMPLATES: dict[str, StepTemplate] = {
         'Here are {n} different descriptive sentences of a photo of a scene containing {category1} and {category2}:\n'),
 }
 
+VOCABULARY_STEPS = frozenset({"super", "common", "scenes"})
 _FIELDS = {"category", "category1", "category2", "attribute", "attributes", "objects", "count", "n"}
 
 
@@ -309,8 +310,11 @@ def quote(text: str) -> str:
 
 @dataclass(frozen=True)
 class Regenerate:
-    """Which questions to ask again (see module docstring). Empty steps/categories mean "any";
-    all three empty means nothing."""
+    """Which questions to ask again (see module docstring). A question matches when its key is in
+    `keys`, or when its step is in `steps` (empty: any) and it is about one of `categories`
+    (empty: any). With `categories` set, the whole-vocabulary questions (super, common, scenes)
+    never match, so regenerating one category does not re-ask (and cascade from) them; ask for
+    those with `steps` alone. All three empty means nothing."""
 
     steps: frozenset = frozenset()
     categories: frozenset = frozenset()
@@ -326,6 +330,8 @@ class Regenerate:
             return True
         if not self.steps and not self.categories:
             return False
+        if self.categories and step in VOCABULARY_STEPS:
+            return False  # a question about the whole vocabulary is not "about" one category
         return (not self.steps or step in self.steps) and (not self.categories or bool(self.categories & set(cats)))
 
 

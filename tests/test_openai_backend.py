@@ -157,3 +157,12 @@ def test_pipeline_through_http_with_concurrency_and_regenerate(server):
                     regenerate=Regenerate(steps=["attributes"], categories=["dog"]))
     assert llm.usage.calls == n + 1
     assert Handler.calls[-1]["body"]["seed"] != 0
+    # Regenerating a category re-asks only the questions about it (not the whole-vocabulary ones).
+    n = llm.usage.calls
+    regen = build_knowledge(cats, llm, KnowledgeSettings(), cache=Cache(), regenerate=Regenerate(categories=["car"]))
+    about_car = [a for a in regen.answers if "car" in a.categories and a.step not in ("super", "common", "scenes")]
+    assert llm.usage.calls - n == len(about_car) > 0
+    assert all(not a.cached for a in about_car) and all(a.cached for a in regen.answers if a not in about_car)
+    n = llm.usage.calls
+    build_knowledge(cats, llm, KnowledgeSettings(), cache=Cache(), regenerate=Regenerate(steps=["common"]))
+    assert llm.usage.calls - n == 1
