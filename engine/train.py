@@ -34,9 +34,10 @@ lr 0.002, x0.1 after epochs 2 and 5 (a MultiStepLR stepped per epoch).
 Batch size (ours, METHOD.md section 4): a step costs two passes of every category's prompt through
 the text transformer (forward and backward) whatever the batch, while the sentence side is a few
 matrix products on cached features; so the wall time of a run is set by the NUMBER of steps.
-Default 512, TaI-DPT's own value: 2,000 sentences make 4 steps per epoch, 40 in all, which is what
-fits the 3-minute budget of a 20-category run on an RN50-sized text tower on a 2-core CPU
-(bench/bench_train.py; a step there costs about 4 s of wall time on an idle machine). Smaller
+Default 512, TaI-DPT's own value: 2,000 sentences make 4 steps per epoch, 40 in all. Measured by
+bench/bench_train.py (20 categories, RN50-sized text tower, 2 threads, on the shared 2-core machine):
+about 4.9 s of CPU per thread per step and 32 s of feature precompute, i.e. roughly 230 s for the run
+on an idle machine - above the 3-minute target; batch 1024 halves the steps (20). Smaller
 batches train better per epoch when time allows (on the synthetic 20-category corpus of the bench
 with the tiny CLIP: held-out mAP 45 with 128 against 35 with 512, hand-crafted 23).
 
