@@ -6,13 +6,15 @@ For each backbone (the tiny test ResNet and an RN50-sized ResNet, both random we
   (same decoding workers, same batch size): the floor cost of looking at the images at all;
 * ``predict`` - ``engine.workflow.predict_with`` with a tuned-style classifier (global + local
   branch, fused scores, top-k, JSON lines written and flushed per batch);
-* ``predict+baseline`` - the same with the hand-crafted baseline scored from the same pass.
+* ``predict+baseline`` - the same with the hand-crafted baseline scored from the same pass;
+* the same two comparisons on batches decoded beforehand (model side only: no decoding, no worker
+  start-up, so the least noisy figure of what the local branch and the scoring cost).
 
 It prints images/s of each and the ratio predict / plain (target >= 0.85), then the peak resident
 memory (main process plus decoding workers, sampled every 10 ms) of ``predict`` on two folder sizes,
 which must not grow with the number of images.
 
-Usage: ``.venv/bin/python bench/bench_predict.py [--images 96] [--rn50-images 48] [--workers 2]``
+Usage: ``.venv/bin/python bench/bench_predict.py [--images 96] [--rn50-images 32] [--workers 2]``
 """
 from __future__ import annotations
 
@@ -123,10 +125,35 @@ def time_predict(backbone, clfs, cats, folder, loader, out) -> float:
     return s.scored / dt
 
 
+def time_model_only(backbone, batches, variants: dict, cats, repeats):
+    """Best-of images/s on batches already decoded in memory, interleaved per repeat: plain
+    ``encode_image``, then features + fused scores + top-k rows for each classifier set in
+    ``variants``. No decoding or process start-up: the model-side cost alone."""
+    from engine.workflow import predict_rows
+
+    n = sum(len(b.indices) for b in batches)
+    names = [str(i) for i in range(n)]
+    best = {"plain": 0.0, **{k: 0.0 for k in variants}}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for b in batches:
+                backbone.model.encode_image(b.pixels)
+            best["plain"] = max(best["plain"], n / (time.perf_counter() - t0))
+            for key, clfs in variants.items():
+                t0 = time.perf_counter()
+                for b in batches:
+                    glob, dense = backbone.image_features(b.pixels)
+                    scores = {k: c.scores(glob, dense).float().cpu() for k, c in clfs.items()}
+                    predict_rows(cats, b.indices, scores, names, 3)
+                best[key] = max(best[key], n / (time.perf_counter() - t0))
+    return best
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=96, help="folder size for tiny-rn")
-    ap.add_argument("--rn50-images", type=int, default=48, help="folder size for RN50")
+    ap.add_argument("--rn50-images", type=int, default=32, help="folder size for RN50")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2, help="best of this many timings")
@@ -139,6 +166,7 @@ def main():
         tmp = Path(tmp)
         print(f"\n{'model':<10}{'images':>8}{'plain img/s':>14}{'predict img/s':>15}"
               f"{'ratio':>8}{'+baseline img/s':>17}{'ratio':>8}")
+        model_only = []
         for model, n in (("tiny-rn", args.images), ("RN50", args.rn50_images)):
             folder = make_images(tmp / f"{model}-{n}", n)
             files = list_images([folder])
@@ -154,6 +182,15 @@ def main():
                 both.append(time_predict(bb, {"tuned": clf, "handcrafted": base}, cats, folder, loader, out))
             p, q, r = max(plain), max(pred), max(both)
             print(f"{model:<10}{n:>8}{p:>14.1f}{q:>15.1f}{q / p:>8.2f}{r:>17.1f}{r / p:>8.2f}")
+            batches = list(image_loader(files, bb.preprocess, LoaderSettings(args.batch_size, workers=0)))
+            best = time_model_only(bb, batches, {"tuned": {"tuned": clf},
+                                                 "both": {"tuned": clf, "handcrafted": base}}, cats, args.repeats)
+            mp, mq, mr = best["plain"], best["tuned"], best["both"]
+            model_only.append(f"{model:<10}{n:>8}{mp:>14.1f}{mq:>15.1f}{mq / mp:>8.2f}{mr:>17.1f}{mr / mp:>8.2f}")
+        print("\nmodel side only (batches decoded beforehand, same images)")
+        print(f"{'model':<10}{'images':>8}{'plain img/s':>14}{'predict img/s':>15}"
+              f"{'ratio':>8}{'+baseline img/s':>17}{'ratio':>8}")
+        print("\n".join(model_only))
 
         print("\npeak resident memory of predict (tiny-rn, 80 categories, JSON lines output)")
         print(f"{'images':>8}{'main MiB':>10}{'main+workers MiB':>18}{'img/s':>8}")
