@@ -110,7 +110,7 @@ def results_html(rows: list[dict], k: int = 3, threshold: float = 0.0) -> str:
         name = esc(_display_name(r["file"]))
         if r["status"] != "ok":
             parts.append(f'<div class="ifs-card ifs-error" data-file="{name}"><b>{name}</b>: '
-                         f'<span class="ifs-error-text">{esc(r["error"])}</span></div>')
+                         f'<span class="ifs-error-text">{esc(str(r["error"]).replace(r["file"], _display_name(r["file"])))}</span></div>')
             continue
         main = "tuned" if "tuned_scores" in r else "handcrafted"
         base = r.get("handcrafted_scores") or {}

@@ -92,7 +92,8 @@ def build_sentences(ctx) -> dict:
         with gr.Column(scale=3):
             w["info"] = gr.Markdown()
             w["table"] = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True,
-                                      elem_id="sent-table", max_height=420)
+                                      elem_id="sent-table", max_height=420,
+                                      column_widths=["7%", "55%", "18%", "12%", "8%"])
         with gr.Column(scale=1):
             w["counts"] = gr.Dataframe(headers=["category", "sentences"], interactive=False,
                                        label="Sentences per category (fewest first)",

@@ -109,6 +109,8 @@ def test_studio_end_to_end(app_server, browser, shots):
     wait_text(page, "#train-device", "CPU|CUDA")
     field(page, "tc-epochs").fill("1")
     field(page, "tc-epochs").press("Tab")
+    field(page, "tc-batch_size").fill("2")  # a few steps in the one epoch
+    field(page, "tc-batch_size").press("Tab")
     page.locator("#train-start").click()
     page.wait_for_function(
         "() => { const p = document.querySelector('#train-plot .js-plotly-plot');"
@@ -117,6 +119,8 @@ def test_studio_end_to_end(app_server, browser, shots):
     shots(page, "training-live-losses")
     status = wait_text(page, "#train-status", "Trained|⚠️", timeout=600_000)
     assert "Trained" in status, status
+    n_points = page.evaluate("() => document.querySelector('#train-plot .js-plotly-plot').data[0].x.length")
+    assert n_points >= 2, "one loss point per step"
     shots(page, "trained")
 
     # 6. classify two generated images and a text file
