@@ -66,7 +66,7 @@ def step_dict(info) -> dict:
 
 
 def timing_text(h: dict) -> str:
-    done = h["step"] + 1 if h["step"] < h["total_steps"] else h["step"]
+    done = h["step"]  # StepInfo.step is 1-based
     rate = h["elapsed_s"] / max(done, 1)
     remaining = rate * max(h["total_steps"] - done, 0)
     return (f"Step {done} of {h['total_steps']} · epoch {h['epoch'] + 1} · "
