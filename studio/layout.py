@@ -34,9 +34,9 @@ def build_app(settings: StudioSettings | None = None, ctx: Ctx | None = None) ->
                 wp = projects.build_projects(ctx)
             with gr.Tab("2 Knowledge", id="knowledge"):
                 wk = knowledge.build_knowledge(ctx)
-            with gr.Tab("3 Sentences", id="sentences"):
+            with gr.Tab("3 Sentences", id="sentences") as tab_sentences:
                 ws = sentences.build_sentences(ctx)
-            with gr.Tab("4 Graph", id="graph"):
+            with gr.Tab("4 Graph", id="graph") as tab_graph:
                 wg = graph.build_graph(ctx)
             with gr.Tab("5 Train", id="train"):
                 wt = train.build_train(ctx)
@@ -88,6 +88,12 @@ def build_app(settings: StudioSettings | None = None, ctx: Ctx | None = None) ->
         refresh_all(selector.input(lambda st, pid: projects.open_project(ctx, st, pid),
                                    [state, selector], [state]))
         refresh.click(redraw, [state], redraw_out)
+        # knowledge may have changed since the project was opened: redraw on entering a tab
+        tab_sentences.select(lambda st, c, so, q: (*sentences.table(ctx, st, c, so, q), sentences.counts(ctx, st)),
+                             [state, ws["category"], ws["source"], ws["search"]],
+                             [ws["table"], ws["info"], ws["counts"]])
+        tab_graph.select(lambda st, t: graph.draw(ctx, st, t), [state, wg["tau"]],
+                         [wg["plot"], wg["cliques"]])
         # knowledge generated -> sentences and graph change too
         demo.load(redraw, [state], redraw_out)
     demo.ifs_ctx = ctx  # for tests and app.py

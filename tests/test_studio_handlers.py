@@ -207,9 +207,29 @@ def test_graph_edits_survive_recompute(ctx, trained):
     assert "cleared" in graph.edit(ctx, trained, None, None, "clear")
 
 
-def test_past_runs_listed_with_losses(ctx, trained):
+def test_train_cancel_saves_no_classifier(ctx, trained):
+    stop = threading.Event()
+    stop.set()
+    before = len(train.past_runs(ctx, trained))
+    out = list(train.run(ctx, trained, train.make_config({"epochs": 1, "batch_size": 4}, {}, "hierarchical"), stop))
+    assert "Cancelled" in out[-1][0], out[-1][0]
     runs = train.past_runs(ctx, trained)
-    assert runs and runs[0][1] == "done" and runs[0][3] > 0
+    assert len(runs) == before + 1 and runs[0][1] == "cancelled"
+
+
+def test_jobs_cancel_only_their_own_session():
+    from studio.context import Jobs
+
+    jobs = Jobs()
+    a, b = jobs.start("visitor-a", "train"), jobs.start("visitor-b", "train")
+    assert jobs.cancel("visitor-a", "train") and a.is_set() and not b.is_set()
+    jobs.finish("visitor-a", "train", a)
+    assert not jobs.cancel("visitor-a", "train")
+
+
+def test_past_runs_listed_with_losses(ctx, trained):
+    runs = [r for r in train.past_runs(ctx, trained) if r[1] == "done"]
+    assert runs and runs[0][3] > 0
     fig = train.run_curve(ctx, trained, runs[0][0])
     assert fig.data and len(fig.data[0].x) == runs[0][3]
     assert "CPU" in train.device_text() or "CUDA" in train.device_text()
