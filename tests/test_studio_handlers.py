@@ -68,19 +68,22 @@ def trained(ctx):
 
 @pytest.mark.llm
 def test_generate_knowledge_with_the_bundled_llm(ctx):
-    """One question step on one category: the real bundled model answers, the store keeps it."""
+    """Two question steps on one category: the real bundled model answers, every answer is kept
+    in the project's store, and generating again resumes from there (asks nothing new)."""
     state, _ = projects.create(ctx, {}, "own", "llm", "bicycle")
     spec = knowledge.llm_spec(ctx, "bundled", "smollm2", "", "", "")
-    out = list(knowledge.generate(ctx, state, spec, small_settings(["attributes"], n_attributes=3),
-                                  threading.Event()))
-    assert "Knowledge ready" in out[-1][0], out[-1]
-    keep, text, *_ = knowledge.category_details(ctx, state, "bicycle")
-    assert keep["choices"] and text.strip()
-    # generating again resumes from the answer cache: nothing new is asked
-    again = list(knowledge.generate(ctx, state, spec, small_settings(["attributes"], n_attributes=3),
-                                    threading.Event()))
+    settings = small_settings(["attributes", "coarse_sentences"], n_attributes=3, n_coarse_sentences=2)
+    out = list(knowledge.generate(ctx, state, spec, settings, threading.Event()))
+    assert out[0][0].startswith("Starting") and "Knowledge ready" in out[-1][0], out[-1]
+    answers = ctx.store.list_answers(state["project"])
+    assert answers and all(a.raw.strip() for a in answers)
+    first = knowledge.category_details(ctx, state, "bicycle")
+    n_sentences = len(sentences.table(ctx, state)[0])
+    again = list(knowledge.generate(ctx, state, spec, settings, threading.Event()))
     assert "Knowledge ready" in again[-1][0]
-    assert knowledge.category_details(ctx, state, "bicycle")[1] == text
+    assert len(ctx.store.list_answers(state["project"])) == len(answers)
+    assert knowledge.category_details(ctx, state, "bicycle")[1:] == first[1:]
+    assert len(sentences.table(ctx, state)[0]) == n_sentences
 
 
 def test_knowledge_settings_from_widgets():
