@@ -37,7 +37,8 @@ matrix products on cached features; so the wall time of a run is set by the NUMB
 Default 512, TaI-DPT's own value: 2,000 sentences make 4 steps per epoch, 40 in all. Measured by
 bench/bench_train.py (20 categories, RN50-sized text tower, 2 threads, on the shared 2-core machine):
 about 4.9 s of CPU per thread per step and 32 s of feature precompute, i.e. roughly 230 s for the run
-on an idle machine - above the 3-minute target; batch 1024 halves the steps (20). Smaller
+on an idle machine - above the 3-minute target; batch 1024 halves the steps (20) and measured
+about 117 s, but its prompts train less (last-step loss 67.3 against 58.1). Smaller
 batches train better per epoch when time allows (on the synthetic 20-category corpus of the bench
 with the tiny CLIP: held-out mAP 45 with 128 against 35 with 512, hand-crafted 23).
 
