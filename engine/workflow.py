@@ -803,10 +803,17 @@ def find_project(store, ref: str | int) -> int:
 # Small read/edit actions the studio's panels need beyond the project-level actions above.
 # Each is one function over the store; the studio shows what they return.
 
-def studio_list_projects(store) -> list[dict]:
-    """``[{"id", "name", "n_categories"}]`` of every project, newest last."""
+def studio_list_projects(store, owner: str | None = None) -> list[dict]:
+    """``[{"id", "name", "n_categories"}]`` of every project (only those whose settings name
+    ``owner`` when given: a shared Space shows each visitor their own projects), newest last."""
     return [{"id": p.id, "name": p.name, "n_categories": len(store.list_categories(p.id))}
-            for p in store.list_projects()]
+            for p in store.list_projects()
+            if owner is None or (p.settings or {}).get("owner") == owner]
+
+
+def studio_set_owner(store, project_id: int, owner: str) -> None:
+    """Record the visitor that made (or imported) a project, in its settings."""
+    store.set_project_settings(project_id, {"owner": owner})
 
 
 def studio_project_info(store, project_id: int) -> dict:

@@ -39,6 +39,7 @@ class StudioSettings:
     host: str = "127.0.0.1"
     port: int = 7860
     max_categories: int = 200
+    private_projects: bool = False        # each visitor sees only its own projects (a shared Space)
 
     def __post_init__(self):
         if not self.data_dir:
@@ -72,6 +73,11 @@ class StudioSettings:
         port = env.get("IFS_PORT") or env.get("GRADIO_SERVER_PORT")
         if port:
             kw["port"] = int(port)
+        private = env.get("IFS_PRIVATE_PROJECTS")
+        if private is not None and private != "":
+            kw["private_projects"] = private.strip().lower() in ("1", "true", "yes", "on")
+        elif env.get("SPACE_ID"):
+            kw["private_projects"] = True
         return cls(**kw)
 
     def backbone_spec(self):

@@ -7,6 +7,8 @@ reload (or a restart of the app) reopens the same project; nothing per-visitor l
 global."""
 from __future__ import annotations
 
+import uuid
+
 import gradio as gr
 
 from studio import classify, evaluate, export, graph, knowledge, projects, sentences, train
@@ -22,7 +24,7 @@ CSS = """
 def build_app(settings: StudioSettings | None = None, ctx: Ctx | None = None) -> gr.Blocks:
     ctx = ctx or Ctx.open(settings or StudioSettings.from_env())
     with gr.Blocks(title="Image-Free Studio") as demo:
-        state = gr.BrowserState({"project": None}, storage_key="image-free-studio")
+        state = gr.BrowserState({"project": None, "visitor": None}, storage_key="image-free-studio")
         gr.Markdown("# Image-Free Studio\nType category names, get a multi-label image classifier "
                     "without one labelled photo.")
         with gr.Row():
@@ -51,6 +53,9 @@ def build_app(settings: StudioSettings | None = None, ctx: Ctx | None = None) ->
             """Every panel's view of the open project (after open/create/delete/import/reload)."""
             from studio.common import project_id
 
+            st = dict(st or {})
+            if not st.get("visitor"):
+                st["visitor"] = uuid.uuid4().hex  # kept in this browser: its own projects
             pid = project_id(st)
             choices = projects.project_choices(ctx, st)
             if pid is not None and pid not in [c[1] for c in choices]:

@@ -19,9 +19,16 @@ def source_choices() -> list[tuple[str, str]]:
 
 # ---- handlers (plain functions: tested without a browser) -------------------------------------
 
+def owner_of(ctx, state) -> str | None:
+    """The visitor id projects are filtered by (None: everyone sees every project)."""
+    if not ctx.settings.private_projects:
+        return None
+    return (state or {}).get("visitor") or "anonymous"
+
+
 def project_choices(ctx, state) -> list[tuple[str, int]]:
     return [(f"{p['name']} ({p['n_categories']} categories)", p["id"])
-            for p in wf.studio_list_projects(ctx.store)]
+            for p in wf.studio_list_projects(ctx.store, owner=owner_of(ctx, state))]
 
 
 def create(ctx, state, source: str, name: str, vocabulary: str):
@@ -33,6 +40,8 @@ def create(ctx, state, source: str, name: str, vocabulary: str):
             pid = wf.create_project(ctx.store, (name or "").strip() or preset_name, preset=source)
         else:
             pid = wf.create_project(ctx.store, name, vocabulary)
+        if owner_of(ctx, state):
+            wf.studio_set_owner(ctx.store, pid, owner_of(ctx, state))
     except Exception as exc:  # engine errors carry the explanation
         return state, explain(exc)
     state["project"] = pid
@@ -105,6 +114,8 @@ def import_(ctx, state, file_path):
         return state, err("Choose an exported project file first.")
     try:
         pid = wf.import_project(ctx.store, file_path)
+        if owner_of(ctx, state):
+            wf.studio_set_owner(ctx.store, pid, owner_of(ctx, state))
     except Exception as exc:
         return state, explain(exc)
     state["project"] = pid

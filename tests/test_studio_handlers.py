@@ -310,13 +310,26 @@ def test_export_classifier_and_snippet(ctx, trained):
     compile(snippet, "snippet", "exec")
 
 
+def test_private_projects_are_seen_by_their_visitor_only(ctx):
+    private = Ctx(settings=StudioSettings(db_path=ctx.settings.db_path, data_dir=ctx.settings.data_dir,
+                                          clip_model="tiny-rn", clip_pretrained=None,
+                                          private_projects=True), store=ctx.store)
+    alice, msg = projects.create(private, {"visitor": "alice"}, "own", "alice's", "apple, pear")
+    assert "Created" in msg
+    bob = {"visitor": "bob"}
+    assert alice["project"] in [pid for _, pid in projects.project_choices(private, alice)]
+    assert alice["project"] not in [pid for _, pid in projects.project_choices(private, bob)]
+    assert alice["project"] in [pid for _, pid in projects.project_choices(ctx, {})]  # local: all
+
+
 def test_settings_from_env():
     s = StudioSettings.from_env({"IFS_DB": "/tmp/a.db", "IFS_CLIP_MODEL": "tiny-vit",
                                  "IFS_CLIP_PRETRAINED": "none", "IFS_LLM": "openai",
                                  "IFS_LLM_BASE_URL": "http://127.0.0.1:9/v1", "IFS_PORT": "7999"})
     assert s.db_path == "/tmp/a.db" and s.clip_pretrained is None and s.clip_model == "tiny-vit"
     assert s.llm_kind == "openai" and s.llm_base_url.endswith("/v1") and s.port == 7999
-    assert s.backbone_spec().model == "tiny-vit"
+    assert s.backbone_spec().model == "tiny-vit" and not s.private_projects
+    assert StudioSettings.from_env({"SPACE_ID": "me/studio", "IFS_DB": "/tmp/a.db"}).private_projects
 
 
 def test_layout_builds(ctx):
