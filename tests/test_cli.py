@@ -127,9 +127,9 @@ def test_predict_killed_and_resumed(tmp_path):
     db = tmp_path / "s.db"
     assert main(["--db", str(db), "new", "p", "--names", "cat, dog, person"]) == 0
     folder = tmp_path / "imgs"
-    n = 80
+    n = 48
     for i in range(n):
-        _img(folder / f"{i:03d}.jpg", i, size=(800, 600))
+        _img(folder / f"{i:03d}.jpg", i, size=(640, 480))
     out = tmp_path / "out.jsonl"
     cmd = [sys.executable, "-m", "engine", "--db", str(db), "--quiet", *CLIP, "predict", "p", str(folder),
            "-o", str(out), "--batch-size", "2", "--workers", "0"]
