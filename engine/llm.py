@@ -30,8 +30,10 @@ Choices, each a setting:
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import weakref
 import os
 import socket
 import threading
@@ -192,6 +194,18 @@ def bundled_path(name: str) -> Path:
     raise LLMError(f"Unknown bundled model {name!r}; choose one of {', '.join(BUNDLED)}.")
 
 
+_LIVE: "weakref.WeakSet[LlamaCppLLM]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for llm in list(_LIVE):
+        try:
+            llm.close()
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+
+
 class LlamaCppLLM:
     """A GGUF file through llama-cpp-python. Not thread-safe: max_concurrency = 1."""
 
@@ -226,6 +240,13 @@ class LlamaCppLLM:
         self.name = name
         self.usage = Usage()
         self._lock = threading.Lock()
+        _LIVE.add(self)
+
+    def close(self) -> None:
+        """Free the model now (also done at exit: llama-cpp-python's own finaliser fails then)."""
+        llama, self._llama = getattr(self, "_llama", None), None
+        if llama is not None:
+            llama.close()
 
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False))
@@ -233,6 +254,8 @@ class LlamaCppLLM:
     def generate(self, prompt: Prompt, settings: SamplingSettings,
                  on_text: Callable[[str], None] | None = None) -> str:
         with self._lock:
+            if self._llama is None:
+                raise LLMError(f"The model {self.path.name} was closed; open it again with open_llm().")
             if not self.reuse_prefix:
                 self._llama.reset()
             common = dict(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
