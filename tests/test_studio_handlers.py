@@ -135,6 +135,20 @@ def test_preset_project_has_vocabulary_and_super_categories(ctx):
     assert sup == "vehicle" and "airplane" in syn and "aeroplane" in prompt
 
 
+def test_preset_knowledge_reaches_training_in_one_click(ctx):
+    from engine.presets import load_preset_knowledge
+
+    data = load_preset_knowledge("voc2007")
+    if data is None:
+        pytest.skip("assets/presets/voc2007_knowledge.json not generated yet")
+    state, msg = projects.create(ctx, {}, "voc2007", "voc with knowledge", "")
+    assert "20 categories" in msg
+    rows, info = sentences.table(ctx, state)
+    assert rows and len(sentences.table(ctx, state, include_disabled=True)[0]) <= len(data["sentences"])
+    counts = dict(sentences.counts(ctx, state))
+    assert set(counts) == set(data["attributes"]) and sum(counts.values()) > 0
+
+
 def test_no_project_open_gives_messages_not_errors(ctx):
     assert "No project" in projects.summary(ctx, {})
     assert projects.rename(ctx, {}, "x").startswith("⚠️")
