@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+from PIL import UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -320,6 +321,8 @@ class ImageFileDataset:
             if os.path.getsize(path) == 0:
                 return i, None, "empty file (0 bytes)"
             return i, self.preprocess(load_rgb(path, self.draft_size)), None
+        except UnidentifiedImageError:
+            return i, None, "not an image (no image format recognised in this file)"
         except Exception as exc:  # noqa: BLE001 - any decode failure is reported, never fatal
             msg = str(exc).splitlines()[0] if str(exc) else ""
             return i, None, f"cannot read image: {type(exc).__name__}: {msg}".rstrip(": ")

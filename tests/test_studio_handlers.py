@@ -264,6 +264,8 @@ def _images(tmp_path):
 def test_classify_images_and_a_text_file(ctx, trained, tmp_path):
     rows, msg = classify.classify(ctx, trained, _images(tmp_path), k=2)
     assert "2 images scored" in msg and "1 could not be read" in msg
+    bad = [r for r in rows if r["status"] != "ok"]
+    assert len(bad) == 1 and "not an image" in bad[0]["error"]
     ok_rows = [r for r in rows if r["status"] == "ok"]
     assert len(ok_rows) == 2 and all("tuned_scores" in r and "handcrafted_scores" in r for r in ok_rows)
     html = classify.results_html(rows, k=2, threshold=0.0)
