@@ -135,14 +135,15 @@ def test_preset_project_has_vocabulary_and_super_categories(ctx):
     assert sup == "vehicle" and "airplane" in syn and "aeroplane" in prompt
 
 
-def test_preset_knowledge_reaches_training_in_one_click(ctx):
-    from engine.presets import load_preset_knowledge
+@pytest.mark.parametrize("key,count", [("voc2007", 20), ("coco", 80)])
+def test_preset_knowledge_reaches_training_in_one_click(ctx, key, count):
+    from engine.presets import load_preset, load_preset_knowledge
 
-    data = load_preset_knowledge("voc2007")
-    if data is None:
-        pytest.skip("assets/presets/voc2007_knowledge.json not generated yet")
-    state, msg = projects.create(ctx, {}, "voc2007", "voc with knowledge", "")
-    assert "20 categories" in msg
+    data = load_preset_knowledge(key)
+    assert data is not None, f"assets/presets/{key}_knowledge.json is missing: run assets/make_preset_knowledge.py {key}"
+    state, msg = projects.create(ctx, {}, key, f"{key} with knowledge", "")
+    assert f"{count} categories" in msg
+    assert data["super_of"] == load_preset(key).super_of  # the dataset's own super-categories are kept
     rows, info = sentences.table(ctx, state)
     assert rows and len(sentences.table(ctx, state, include_disabled=True)[0]) <= len(data["sentences"])
     counts = dict(sentences.counts(ctx, state))
