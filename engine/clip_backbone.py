@@ -31,7 +31,9 @@ Features:
 from __future__ import annotations
 
 import os
+import socket
 import threading
+from urllib.parse import urlparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +105,24 @@ def register_tiny_configs() -> None:
 
 def _offline() -> bool:
     return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "IFS_OFFLINE"))
+
+
+def _weights_host(tag_cfg: dict) -> tuple[str, int]:
+    """(host, port) that open_clip would download ``tag_cfg``'s weights from."""
+    base = tag_cfg.get("url") if not tag_cfg.get("hf_hub") else os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(base or "https://huggingface.co")
+    return parsed.hostname or "huggingface.co", parsed.port or (80 if parsed.scheme == "http" else 443)
+
+
+def _reachable(host: str, port: int, timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to the weights' host opens within ``timeout_s``. Asked before a
+    download so that an offline machine gets the clear error at once instead of after the hub
+    client's retries (about 50 s)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def _how_to_provide(spec: BackboneSpec) -> str:
@@ -177,9 +197,9 @@ def resolve_weights(spec: BackboneSpec) -> tuple[str | None, bool, str]:
     if found:
         return found, quick_gelu, spec.pretrained
     where = tag_cfg.get("hf_hub") or tag_cfg.get("url") or spec.pretrained
-    if _offline():
+    if _offline() or not _reachable(*_weights_host(tag_cfg)):
         raise MissingWeightsError(
-            f"The CLIP weights {spec.model}/{spec.pretrained} ({where}) are not on this machine and it is offline; "
+            f"The CLIP weights {spec.model}/{spec.pretrained} ({where}) are not on this machine and it is offline (or their host cannot be reached); "
             f"{_how_to_provide(spec)}."
         )
     try:

@@ -121,6 +121,20 @@ def test_missing_pretrained_tag_offline_is_one_clear_error(tmp_path, monkeypatch
     assert "RN50/openai" in message and "offline" in message and "IFS_CLIP_CHECKPOINT" in message
 
 
+def test_missing_pretrained_tag_unreachable_host_fails_at_once(tmp_path, monkeypatch):
+    # Not declared offline, but the weights' host cannot be reached (a closed loopback port):
+    # the clear error comes from the reachability check ("offline"), before any download and its
+    # retries (the download path's message says "could not be downloaded" instead).
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("IFS_OFFLINE", raising=False)
+    monkeypatch.delenv("IFS_CLIP_CHECKPOINT", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(MissingWeightsError) as info:
+        load_backbone(BackboneSpec("RN50", pretrained="openai", cache_dir=str(tmp_path)), "cpu")
+    message = str(info.value)
+    assert "RN50/openai" in message and "offline" in message and "IFS_CLIP_CHECKPOINT" in message
+
+
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="Unknown CLIP model"):
         load_backbone(BackboneSpec("no-such-model", pretrained=None), "cpu")
