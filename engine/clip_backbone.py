@@ -89,6 +89,16 @@ class TextFeatures:
     local: torch.Tensor
     mask: torch.Tensor
 
+    @classmethod
+    def concat(cls, parts: list["TextFeatures"], dim: int) -> "TextFeatures":
+        """Batches joined row-wise, ``local``/``mask`` zero-padded to the longest batch (empty: no rows)."""
+        if not parts:
+            return cls(torch.zeros(0, dim), torch.zeros(0, 0, dim), torch.zeros(0, 0, dtype=torch.bool))
+        longest = max(p.local.shape[1] for p in parts)
+        local = torch.cat([F.pad(p.local, (0, 0, 0, longest - p.local.shape[1])) for p in parts])
+        mask = torch.cat([F.pad(p.mask, (0, longest - p.mask.shape[1])) for p in parts])
+        return cls(torch.cat([p.glob for p in parts]), local, mask)
+
 
 _register_lock = threading.Lock()
 _registered = False
@@ -272,7 +282,7 @@ class Backbone:
     def text_features(self, texts: list[str], batch_size: int = 256) -> TextFeatures:
         """Global (EOS) and local (every token) features of ``texts``; see :class:`TextFeatures`."""
         texts = list(texts)
-        globs, locals_, masks = [], [], []
+        parts = []
         for start in range(0, len(texts), batch_size):
             ids = self.tokenize(texts[start:start + batch_size]).to(self.device)
             eos = ids.argmax(dim=-1)  # EOS has the largest id
@@ -282,16 +292,10 @@ class Backbone:
             feats = F.normalize(self.project_text(states).float(), dim=-1)
             rows = torch.arange(len(ids), device=self.device)
             mask = torch.arange(length, device=self.device)[None, :] <= eos[:, None]
-            globs.append(feats[rows, eos].cpu())
-            locals_.append((feats * mask[..., None]).cpu())  # padding rows are zero
-            masks.append(mask.cpu())
-        if not texts:
-            d = self.embed_dim
-            return TextFeatures(torch.zeros(0, d), torch.zeros(0, 0, d), torch.zeros(0, 0, dtype=torch.bool))
-        longest = max(m.shape[1] for m in masks)
-        local = torch.cat([F.pad(x, (0, 0, 0, longest - x.shape[1])) for x in locals_])
-        mask = torch.cat([F.pad(m, (0, longest - m.shape[1])) for m in masks])
-        return TextFeatures(torch.cat(globs), local, mask)
+            parts.append(TextFeatures(feats[rows, eos].cpu(),
+                                      (feats * mask[..., None]).cpu(),  # padding rows are zero
+                                      mask.cpu()))
+        return TextFeatures.concat(parts, self.embed_dim)
 
     @torch.no_grad()
     def encode_text(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:

@@ -186,15 +186,6 @@ def texts_key(backbone_name: str, texts: list[str]) -> str:
     return h.hexdigest()[:32]
 
 
-def _concat_features(parts: list[TextFeatures], dim: int) -> TextFeatures:
-    if not parts:
-        return TextFeatures(torch.zeros(0, dim), torch.zeros(0, 0, dim), torch.zeros(0, 0, dtype=torch.bool))
-    longest = max(p.local.shape[1] for p in parts)
-    local = torch.cat([F.pad(p.local, (0, 0, 0, longest - p.local.shape[1])) for p in parts])
-    mask = torch.cat([F.pad(p.mask, (0, longest - p.mask.shape[1])) for p in parts])
-    return TextFeatures(torch.cat([p.glob for p in parts]), local, mask)
-
-
 def description_features(backbone, texts: list[str], batch_size: int = 256, cache_dir: str | None = None,
                          should_stop: Callable[[], bool] | None = None) -> TextFeatures | None:
     """Frozen global/local features of ``texts`` (CPU float32), computed once per (backbone, texts).
@@ -217,7 +208,7 @@ def description_features(backbone, texts: list[str], batch_size: int = 256, cach
             if should_stop is not None and should_stop():
                 return None
             parts.append(backbone.text_features(texts[start:start + batch_size], batch_size=batch_size))
-        feats = _concat_features(parts, backbone.embed_dim)
+        feats = TextFeatures.concat(parts, backbone.embed_dim)
         if path is not None:
             _save_features(path, feats)
     with _feature_lock:
