@@ -18,7 +18,6 @@ class embeddings (and of prompt gradients) between prefix and naive.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.clip_backbone import BackboneSpec, load_backbone  # noqa: E402
 from engine.prefix_encoder import METHODS, PromptEncoder  # noqa: E402
+from engine.presets import load_preset  # noqa: E402
 from engine.prompts import HierarchicalPrompts, PromptLayout, PromptStructure  # noqa: E402
 
 SCENE_CLIQUES = [
@@ -68,10 +68,8 @@ SCENE_CLIQUES = [
 
 
 def coco_structure() -> PromptStructure:
-    preset = json.loads((ROOT / "assets" / "presets" / "coco.json").read_text())
-    categories = [c["name"] for c in preset["categories"]]
-    super_of = {c["name"]: c["super"] for c in preset["categories"]}
-    return PromptStructure(categories, super_of, SCENE_CLIQUES)
+    preset = load_preset("coco")
+    return PromptStructure(preset.categories, preset.super_of, SCENE_CLIQUES)
 
 
 def token_rows(encoder: PromptEncoder) -> dict[str, int]:
