@@ -18,7 +18,6 @@ Extra GGUF files (e.g. a stronger model, measurement only): --gguf PATH [--gguf 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,17 +29,15 @@ sys.path.insert(0, str(ROOT))
 from engine.graph import mentions  # noqa: E402
 from engine.knowledge import KnowledgeSettings, build_knowledge  # noqa: E402
 from engine.llm import LLMSpec, Prompt, SamplingSettings, default_threads, open_llm, physical_cores  # noqa: E402
+from engine.presets import load_preset  # noqa: E402
 
 SENTENCE_STEPS = {"coarse_sentences": "n_coarse_sentences", "fine_sentences": "n_fine_sentences",
                   "scene_sentences": "n_scene_sentences"}
 
 
 def load_voc():
-    data = json.loads((ROOT / "assets/presets/voc2007.json").read_text())
-    cats = [c["name"] for c in data["categories"]]
-    super_of = {c["name"]: c["super"] for c in data["categories"] if c.get("super")}
-    synonyms = {c["name"]: list(c.get("synonyms") or []) for c in data["categories"]}
-    return cats, super_of, synonyms
+    p = load_preset("voc2007")
+    return p.categories, p.super_of, p.synonyms
 
 
 def tokens_per_second(spec: LLMSpec, n_tokens: int) -> dict:
