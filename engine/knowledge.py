@@ -59,7 +59,7 @@ from typing import Callable, Iterable, Protocol
 
 from engine.graph import label_sentence, mentions, variants  # noqa: F401
 from engine.llm import Prompt, SamplingSettings
-from engine.parsing import ParseSettings, dedupe, parse_groups, parse_phrases, parse_sentences
+from engine.parsing import ParseSettings, _key, dedupe, parse_groups, parse_phrases, parse_sentences
 
 STEPS = ("synonyms", "super", "common", "attributes", "coarse_sentences", "filter",
          "fine_sentences", "scenes", "scene_sentences")
@@ -432,7 +432,7 @@ class _Runner:
         items = self._parse(q.step, raw)
         self.cache.put(q.key, q.shown, raw, items, meta)
         self.asked += 1
-        self._record(q, raw, cached=False, meta=meta)
+        self._record(q, raw, cached=False, meta=meta, items=list(items))
         return raw
 
     def _parse(self, step: str, raw: str) -> list:
@@ -440,9 +440,10 @@ class _Runner:
             return parse_sentences(raw, self.settings.parse)
         return parse_phrases(raw, self.settings.parse)
 
-    def _record(self, q: _Question, raw: str, cached: bool, meta: dict) -> None:
-        self.answers.append(Answer(q.key, q.step, list(q.cats), q.shown, raw, self._parse(q.step, raw),
-                                   cached, meta))
+    def _record(self, q: _Question, raw: str, cached: bool, meta: dict, items: list | None = None) -> None:
+        if items is None:
+            items = self._parse(q.step, raw)
+        self.answers.append(Answer(q.key, q.step, list(q.cats), q.shown, raw, items, cached, meta))
         self.done += 1
         key = q.step
         if self.planned.get(key, 0) > 0:
@@ -502,7 +503,7 @@ def build_knowledge(categories: list[str], llm, settings: KnowledgeSettings | No
         kn.answers = run.answers
         seen = set()
         for text, source, cat, asked in raw_sentences:
-            k = re.sub(r"[\W_]+", " ", text.casefold()).strip()
+            k = _key(text)
             if k in seen:
                 continue
             seen.add(k)
@@ -595,9 +596,8 @@ def build_knowledge(categories: list[str], llm, settings: KnowledgeSettings | No
             return finish(True)
         for q, raw in res:
             c = q.cats[0]
-            listed = {re.sub(r"[\W_]+", " ", a.casefold()).strip(): a for a in pools[c]}
-            kept = [listed[k] for k in (re.sub(r"[\W_]+", " ", p.casefold()).strip()
-                                        for p in parse_phrases(raw, s.parse)) if k in listed]
+            listed = {_key(a): a for a in pools[c]}
+            kept = [listed[k] for k in map(_key, parse_phrases(raw, s.parse)) if k in listed]
             kn.filtered_attributes[c] = dedupe(kept)[:s.n_keep] or pools[c][:s.n_keep]
     else:
         kn.filtered_attributes = {c: pools[c][:s.n_keep] for c in cats}
