@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import itertools
 import json
 import weakref
 import os
@@ -266,25 +267,18 @@ class LlamaCppLLM:
             try:
                 if self.is_chat:
                     stream = self._llama.create_chat_completion(messages=prompt.chat_messages(), **common)
-                    for chunk in stream:
-                        piece = chunk["choices"][0].get("delta", {}).get("content") or ""
-                        if piece:
-                            parts.append(piece)
-                            if on_text:
-                                on_text(piece)
+                    pieces = (chunk["choices"][0].get("delta", {}).get("content") for chunk in stream)
                 else:
                     text_in = prompt.primer + prompt.answer_start
-                    if prompt.answer_start:
-                        parts.append(prompt.answer_start)
-                        if on_text:
-                            on_text(prompt.answer_start)
                     stream = self._llama.create_completion(text_in, stop=list(prompt.stop) or None, **common)
-                    for chunk in stream:
-                        piece = chunk["choices"][0].get("text") or ""
-                        if piece:
-                            parts.append(piece)
-                            if on_text:
-                                on_text(piece)
+                    pieces = (chunk["choices"][0].get("text") for chunk in stream)
+                    if prompt.answer_start:
+                        pieces = itertools.chain([prompt.answer_start], pieces)
+                for piece in pieces:
+                    if piece:
+                        parts.append(piece)
+                        if on_text:
+                            on_text(piece)
             except ValueError as e:  # e.g. prompt longer than the context
                 raise LLMError(f"llama.cpp refused the prompt: {e}. Shorten the question or raise n_ctx "
                                f"(now {self.spec.n_ctx}).") from e
