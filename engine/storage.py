@@ -494,12 +494,10 @@ class Store:
 
     @staticmethod
     def _project(s: Session, project_id: int) -> Project:
-        p = s.get(Project, project_id)
-        if p is None:
-            raise NotFoundError(f"Project {project_id} does not exist (deleted?).")
-        return p
+        return Store._get(s, Project, project_id, "Project")
 
-    def _get(self, s: Session, model, row_id: int, what: str):
+    @staticmethod
+    def _get(s: Session, model, row_id: int, what: str):
         row = s.get(model, row_id)
         if row is None:
             raise NotFoundError(f"{what} {row_id} does not exist (deleted?).")
