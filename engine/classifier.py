@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -263,8 +264,9 @@ def top_k(scores_row, categories: Sequence[str], k: int) -> list[tuple[str, floa
     if row.numel() != len(categories):
         raise ValueError(f"{row.numel()} scores for {len(categories)} categories.")
     k = max(0, min(int(k), row.numel()))
-    order = sorted(range(row.numel()), key=lambda i: (-float(row[i]), i))[:k]
-    return [(categories[i], float(row[i])) for i in order]
+    values = row.numpy()
+    order = np.argsort(-values, kind="stable")[:k]  # stable: ties keep the lower index first
+    return [(categories[i], float(values[i])) for i in order]
 
 
 def _pixels(backbone, images) -> torch.Tensor:

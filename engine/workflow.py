@@ -528,10 +528,9 @@ def _done_files(path: Path, fmt: str) -> set[str]:
 
 
 def _top_k(row, categories, k):
-    import numpy as np
+    from engine.classifier import top_k
 
-    order = np.argsort(-row, kind="stable")[: max(0, min(int(k), len(categories)))]
-    return [[categories[i], _f32(row[i])] for i in order]
+    return [[name, _f32(score)] for name, score in top_k(row, categories, k)]
 
 
 def _f32(v) -> float:
