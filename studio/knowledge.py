@@ -9,6 +9,7 @@ import dataclasses
 import gradio as gr
 
 from engine import workflow as wf
+from engine.knowledge import STEPS
 from studio.common import Worker, err, explain, ok, project_id, session_of
 
 LLM_KINDS = [("Bundled model", "bundled"), ("GGUF file", "gguf"), ("OpenAI-compatible endpoint", "openai")]
@@ -167,14 +168,7 @@ def build_knowledge(ctx) -> dict:
         w["llm_url"] = gr.Textbox(value=s.llm_base_url or "", label="Endpoint base URL")
         w["llm_model"] = gr.Textbox(value=s.llm_model or "", label="Endpoint model name")
     w["fields"] = {}
-    try:
-        counts, limits, templates = settings_fields()
-    except ImportError:
-        counts, limits, templates = [], [], []
-    try:
-        from engine.knowledge import STEPS
-    except ImportError:
-        STEPS = ()
+    counts, limits, templates = settings_fields()
     w["fields"]["steps"] = gr.CheckboxGroup(list(STEPS), value=list(STEPS), elem_id="ks-steps",
                                             label="Question steps to run (paper section 3.2)")
     with gr.Accordion("Counts (items asked for per question)", open=True):
