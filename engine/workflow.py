@@ -987,3 +987,33 @@ def studio_run_history(store, project_id: int, run_id: int) -> list[dict]:
     """A run's stored per-step losses in the form studio.figures.loss_figure takes."""
     keys = ("total", "rank_global", "rank_local", "order_global", "order_local")
     return [{"step": s["step"], "losses": {k: s.get(k) for k in keys}} for s in store.run_steps(run_id)]
+
+
+CLASSIFIER_SNIPPET = '''# pip install -r requirements.txt   (this project's engine)
+from PIL import Image
+from engine.classifier import Classifier, score_images, top_k
+from engine.clip_backbone import BackboneSpec, load_backbone
+
+clf = Classifier.load("{file}")
+backbone = load_backbone(BackboneSpec(model={model!r}, pretrained={pretrained!r}))
+scores = score_images(backbone, clf, [Image.open("photo.jpg")])
+print(top_k(scores[0], clf.categories, k=3))
+'''
+
+
+def studio_export_classifier(store, project_id: int, folder: str | Path):
+    """Copy the project's newest classifier into ``folder``, named after the project, and write the
+    Python snippet that uses it. -> (file path, snippet, Classifier); WorkflowError when the
+    project has no classifier yet."""
+    import shutil
+
+    row, clf = latest_classifier(store, project_id)
+    if row is None:
+        raise WorkflowError("This project has no classifier yet: train it first (step 5).")
+    name = str(studio_project_info(store, project_id)["name"]).replace("/", "_")[:60] or "classifier"
+    dest = Path(folder) / f"{name}.safetensors"
+    shutil.copyfile(row.path, dest)
+    bk = (clf.meta or {}).get("backbone") or {}
+    snippet = CLASSIFIER_SNIPPET.format(file=dest.name, model=bk.get("model", "RN50"),
+                                        pretrained=bk.get("pretrained", "openai"))
+    return dest, snippet, clf

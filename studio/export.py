@@ -2,23 +2,10 @@
 loads it and labels images with the engine."""
 from __future__ import annotations
 
-import shutil
-
 import gradio as gr
 
 from engine import workflow as wf
 from studio.common import err, explain, ok, project_id
-
-SNIPPET = '''# pip install -r requirements.txt   (this project's engine)
-from PIL import Image
-from engine.classifier import Classifier, score_images, top_k
-from engine.clip_backbone import BackboneSpec, load_backbone
-
-clf = Classifier.load("{file}")
-backbone = load_backbone(BackboneSpec(model={model!r}, pretrained={pretrained!r}))
-scores = score_images(backbone, clf, [Image.open("photo.jpg")])
-print(top_k(scores[0], clf.categories, k=3))
-'''
 
 
 def export(ctx, state):
@@ -27,18 +14,9 @@ def export(ctx, state):
     if pid is None:
         return None, "", err("Open a project first.")
     try:
-        row, clf = wf.latest_classifier(ctx.store, pid)
+        dest, snippet, clf = wf.studio_export_classifier(ctx.store, pid, ctx.tmp_dir())
     except Exception as exc:
         return None, "", explain(exc)
-    if row is None:
-        return None, "", err("This project has no classifier yet: train it first (step 5).")
-    folder = ctx.tmp_dir()
-    name = f"{wf.studio_project_info(ctx.store, pid)['name']}".replace("/", "_")[:60] or "classifier"
-    dest = folder / f"{name}.safetensors"
-    shutil.copyfile(row.path, dest)
-    bk = (clf.meta or {}).get("backbone") or {}
-    snippet = SNIPPET.format(file=dest.name, model=bk.get("model", "RN50"),
-                             pretrained=bk.get("pretrained", "openai"))
     return str(dest), snippet, ok(f"Classifier of {len(clf.categories)} categories, trained on {clf.model_name}.")
 
 
