@@ -39,6 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.errors import EngineError
+
 FORMAT_NAME = "image-free-studio/classifier"
 FORMAT_VERSION = 1
 META_KEY = "image_free_classifier"
@@ -46,11 +48,11 @@ DEFAULT_LAMBDA2 = 0.65
 DEFAULT_LOCAL_TEMPERATURE = 1.0 / 40.0
 
 
-class ClassifierFileError(ValueError):
+class ClassifierFileError(EngineError, ValueError):
     """A classifier file that cannot be read (the message says why, in one sentence)."""
 
 
-class ImageError(ValueError):
+class ImageError(EngineError, ValueError):
     """An image that cannot be turned into pixels for the backbone."""
 
 

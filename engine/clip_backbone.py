@@ -45,13 +45,14 @@ import open_clip
 from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives, get_pretrained_cfg
 
 from engine.device import pick_device
+from engine.errors import EngineError
 
 CLIP_CONFIG_DIR = Path(__file__).resolve().parent.parent / "assets" / "clip_configs"
 TINY_MODELS = ("tiny-rn", "tiny-vit")
 CHECKPOINT_ENV = "IFS_CLIP_CHECKPOINT"
 
 
-class MissingWeightsError(RuntimeError):
+class MissingWeightsError(EngineError, RuntimeError):
     """The CLIP weights asked for are not on this machine (the message says how to provide them)."""
 
 

@@ -38,10 +38,12 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from PIL import UnidentifiedImageError
 
+from engine.errors import EngineError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
-class DatasetError(ValueError):
+class DatasetError(EngineError, ValueError):
     """A labelled set that cannot be read; the message says which file and why."""
 
 

@@ -45,11 +45,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
+from engine.errors import EngineError
+
 BUNDLED = ("smollm2", "gemma3")
 DEFAULT_BUNDLED = "smollm2"
 
 
-class LLMError(RuntimeError):
+class LLMError(EngineError, RuntimeError):
     """A backend could not answer: the message says what failed and what to check."""
 
 

@@ -18,13 +18,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.errors import EngineError
+
 PRESET_DIR = Path(__file__).resolve().parent.parent / "assets" / "presets"
 
 #: preset key -> file stem under assets/presets/
 PRESET_KEYS = ("voc2007", "coco")
 
 
-class PresetError(ValueError):
+class PresetError(EngineError, ValueError):
     """A preset that does not exist or whose file is unreadable."""
 
 

@@ -75,11 +75,12 @@ from engine.classifier import Classifier, local_scores
 from engine.clip_backbone import TextFeatures
 from engine.prefix_encoder import PromptEncoder
 from engine.prompts import HierarchicalPrompts, PromptLayout, PromptStructure
+from engine.errors import EngineError
 
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EngineError, ValueError):
     """A checkpoint file that cannot be resumed from (the message says why)."""
 
 
