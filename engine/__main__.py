@@ -25,6 +25,8 @@ import signal
 import sys
 from pathlib import Path
 
+from engine.errors import EngineError
+
 
 # --------------------------------------------------------------------------------------------------
 # Options
@@ -426,32 +428,15 @@ COMMANDS = {"new": cmd_new, "list": cmd_list, "knowledge": cmd_knowledge, "graph
             "export": cmd_export, "import": cmd_import}
 
 
-def _user_errors():
-    """Exception types whose message is the whole story for a user (printed, exit 2)."""
-    from engine import datasets, workflow
-
-    errs = [workflow.VocabularyError, workflow.WorkflowError, datasets.DatasetError, FileNotFoundError]
-    for mod, names in (("engine.clip_backbone", ("MissingWeightsError",)), ("engine.presets", ("PresetError",)),
-                       ("engine.llm", ("LLMError",)), ("engine.classifier", ("ClassifierFileError",)),
-                       ("engine.storage", ("StorageError", "ImportRefused", "ArchiveError"))):
-        try:
-            m = __import__(mod, fromlist=list(names))
-        except Exception:  # noqa: BLE001 - a module that fails to import adds no error type
-            continue
-        errs += [getattr(m, n) for n in names if isinstance(getattr(m, n, None), type)]
-    return tuple(errs)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from engine import workflow as wf
 
     stop = StopFlag().install()
-    errors = _user_errors()
     try:
         store = wf.open_store(args.db)
         return COMMANDS[args.command](args, store, stop)
-    except errors as exc:
+    except (EngineError, FileNotFoundError) as exc:  # a message for the user, exit 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ def export(ctx, state):
     if pid is None:
         return None, "", err("Open a project first.")
     try:
-        dest, snippet, clf = wf.studio_export_classifier(ctx.store, pid, ctx.tmp_dir())
+        dest, snippet, clf = wf.export_classifier(ctx.store, pid, ctx.tmp_dir())
     except Exception as exc:
         return None, "", explain(exc)
     return str(dest), snippet, ok(f"Classifier of {len(clf.categories)} categories, trained on {clf.model_name}.")

@@ -18,7 +18,7 @@ def draw(ctx, state, tau):
     if pid is None:
         return figures.graph_figure([], []), "No project open."
     try:
-        g = wf.studio_graph(ctx.store, pid, tau)
+        g = wf.graph_data(ctx.store, pid, tau)
     except Exception as exc:
         return figures.graph_figure([], []), explain(exc)
     fig = figures.graph_figure(g["categories"], g["edges"], g["weights"], g["super_of"],
@@ -38,7 +38,7 @@ def edit(ctx, state, a, b, action) -> str:
     if action != "clear" and (not a or not b or a == b):
         return err("Choose two different categories.")
     try:
-        wf.studio_edit_edge(ctx.store, pid, a, b, action)
+        wf.edit_edge(ctx.store, pid, a, b, action)
     except Exception as exc:
         return explain(exc)
     return ok({"add": f"Added {a} - {b}.", "remove": f"Removed {a} - {b}.",
@@ -78,6 +78,6 @@ def wire_graph(ctx, w: dict, state) -> None:
 def refresh_graph(ctx, state, tau):
     """Outputs for [a, b, plot, cliques] when the project changes."""
     pid = project_id(state)
-    cats = [] if pid is None else wf.studio_project_info(ctx.store, pid)["categories"]
+    cats = [] if pid is None else wf.project_info(ctx.store, pid)["categories"]
     fig, text = draw(ctx, state, tau)
     return gr.update(choices=cats, value=None), gr.update(choices=cats, value=None), fig, text

@@ -92,7 +92,7 @@ def generate(ctx, state, spec, settings, cancel, category: str | None = None):
     def job(emit, should_stop):
         progress = lambda d, t, q: emit((d, t, q))  # noqa: E731
         if category:
-            return wf.studio_regenerate_category(ctx.store, pid, category, spec, settings,
+            return wf.regenerate_category(ctx.store, pid, category, spec, settings,
                                                  on_progress=progress, should_stop=should_stop)
         return wf.generate_knowledge(ctx.store, pid, spec, settings,
                                      on_progress=progress, should_stop=should_stop)
@@ -115,7 +115,7 @@ def generate(ctx, state, spec, settings, cancel, category: str | None = None):
 
 def category_choices(ctx, state) -> list[str]:
     pid = project_id(state)
-    return [] if pid is None else wf.studio_project_info(ctx.store, pid)["categories"]
+    return [] if pid is None else wf.project_info(ctx.store, pid)["categories"]
 
 
 def category_details(ctx, state, category):
@@ -124,7 +124,7 @@ def category_details(ctx, state, category):
     pid = project_id(state)
     if pid is None or not category:
         return gr.update(choices=[], value=[]), "", "", "", ""
-    d = wf.studio_category_details(ctx.store, pid, category)
+    d = wf.category_details(ctx.store, pid, category)
     texts = [a["text"] for a in d["attributes"]]
     kept = [a["text"] for a in d["attributes"] if a["kept"]]
     return (gr.update(choices=texts, value=kept), "\n".join(texts), ", ".join(d["synonyms"]),
@@ -137,7 +137,7 @@ def save_category(ctx, state, category, attribute_text, kept, synonyms, super_, 
     pid = project_id(state)
     if pid is None or not category:
         return err("Open a project and choose a category first.")
-    old = {a["text"] for a in wf.studio_category_details(ctx.store, pid, category)["attributes"]}
+    old = {a["text"] for a in wf.category_details(ctx.store, pid, category)["attributes"]}
     kept = set(kept or [])
     attrs, seen = [], set()
     for line in (attribute_text or "").splitlines():
@@ -148,7 +148,7 @@ def save_category(ctx, state, category, attribute_text, kept, synonyms, super_, 
         attrs.append({"text": text, "kept": text in kept or text not in old})
     syns = [x.strip() for x in (synonyms or "").replace("\n", ",").split(",") if x.strip()]
     try:
-        wf.studio_update_category(ctx.store, pid, category, attributes=attrs, synonyms=syns,
+        wf.update_category(ctx.store, pid, category, attributes=attrs, synonyms=syns,
                                   super_=(super_ or "").strip() or None,
                                   prompt=(prompt or "").strip() or None)
     except Exception as exc:

@@ -28,7 +28,7 @@ def owner_of(ctx, state) -> str | None:
 
 def project_choices(ctx, state) -> list[tuple[str, int]]:
     return [(f"{p['name']} ({p['n_categories']} categories)", p["id"])
-            for p in wf.studio_list_projects(ctx.store, owner=owner_of(ctx, state))]
+            for p in wf.list_projects(ctx.store, owner=owner_of(ctx, state))]
 
 
 def create(ctx, state, source: str, name: str, vocabulary: str):
@@ -41,11 +41,11 @@ def create(ctx, state, source: str, name: str, vocabulary: str):
         else:
             pid = wf.create_project(ctx.store, name, vocabulary)
         if owner_of(ctx, state):
-            wf.studio_set_owner(ctx.store, pid, owner_of(ctx, state))
+            wf.set_owner(ctx.store, pid, owner_of(ctx, state))
     except Exception as exc:  # engine errors carry the explanation
         return state, explain(exc)
     state["project"] = pid
-    info = wf.studio_project_info(ctx.store, pid)
+    info = wf.project_info(ctx.store, pid)
     return state, ok(f"Created project **{info['name']}** with {info['n_categories']} categories.")
 
 
@@ -60,7 +60,7 @@ def summary(ctx, state) -> str:
     if pid is None:
         return "No project open. Create one or pick one above."
     try:
-        info = wf.studio_project_info(ctx.store, pid)
+        info = wf.project_info(ctx.store, pid)
     except Exception as exc:
         return explain(exc)
     cats = ", ".join(info["categories"][:40]) + (" ..." if len(info["categories"]) > 40 else "")
@@ -74,7 +74,7 @@ def rename(ctx, state, new_name: str) -> str:
     if pid is None:
         return err("Open a project first.")
     try:
-        wf.studio_rename_project(ctx.store, pid, new_name)
+        wf.rename_project(ctx.store, pid, new_name)
     except Exception as exc:
         return explain(exc)
     return ok(f"Renamed to **{new_name.strip()}**.")
@@ -86,8 +86,8 @@ def delete(ctx, state):
     if pid is None:
         return state, err("Open a project first.")
     try:
-        name = wf.studio_project_info(ctx.store, pid)["name"]
-        wf.studio_delete_project(ctx.store, pid)
+        name = wf.project_info(ctx.store, pid)["name"]
+        wf.delete_project(ctx.store, pid)
     except Exception as exc:
         return state, explain(exc)
     state["project"] = None
@@ -100,7 +100,7 @@ def export(ctx, state):
     if pid is None:
         return None, err("Open a project first.")
     try:
-        name = wf.studio_project_info(ctx.store, pid)["name"]
+        name = wf.project_info(ctx.store, pid)["name"]
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60] or "project"
         path = wf.export_project(ctx.store, pid, ctx.tmp_dir() / f"{safe}.ifs.zip")
     except Exception as exc:
@@ -115,11 +115,11 @@ def import_(ctx, state, file_path):
     try:
         pid = wf.import_project(ctx.store, file_path)
         if owner_of(ctx, state):
-            wf.studio_set_owner(ctx.store, pid, owner_of(ctx, state))
+            wf.set_owner(ctx.store, pid, owner_of(ctx, state))
     except Exception as exc:
         return state, explain(exc)
     state["project"] = pid
-    return state, ok(f"Imported **{wf.studio_project_info(ctx.store, pid)['name']}**.")
+    return state, ok(f"Imported **{wf.project_info(ctx.store, pid)['name']}**.")
 
 
 # ---- widgets and events ------------------------------------------------------------------------

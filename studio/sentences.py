@@ -19,7 +19,7 @@ def table(ctx, state, category=None, source=None, search="", include_disabled=Tr
     pid = project_id(state)
     if pid is None:
         return [], "No project open."
-    rows = wf.studio_list_sentences(ctx.store, pid, category=category or None,
+    rows = wf.list_sentences(ctx.store, pid, category=category or None,
                                     source=source or None, search=search or "",
                                     include_disabled=include_disabled)
     out = [[r["id"], r["text"], ", ".join(r["labels"]), r["source"], bool(r["enabled"])]
@@ -33,7 +33,7 @@ def counts(ctx, state):
     pid = project_id(state)
     if pid is None:
         return []
-    c = wf.studio_sentence_counts(ctx.store, pid)
+    c = wf.sentence_counts(ctx.store, pid)
     return sorted(([k, v] for k, v in c.items()), key=lambda r: (r[1], r[0]))
 
 
@@ -42,8 +42,8 @@ def filters(ctx, state):
     pid = project_id(state)
     if pid is None:
         return [], []
-    info = wf.studio_project_info(ctx.store, pid)
-    return [""] + info["categories"], [""] + wf.studio_sentence_sources(ctx.store, pid)
+    info = wf.project_info(ctx.store, pid)
+    return [""] + info["categories"], [""] + wf.sentence_sources(ctx.store, pid)
 
 
 def pick(rows, evt_index):
@@ -62,7 +62,7 @@ def save(ctx, state, sid, text, labels, enabled) -> str:
         return err("Pick a sentence in the table first.")
     labs = [x.strip() for x in (labels or "").split(",") if x.strip()]
     try:
-        wf.studio_update_sentence(ctx.store, pid, int(sid), text=text, labels=labs, enabled=bool(enabled))
+        wf.update_sentence(ctx.store, pid, int(sid), text=text, labels=labs, enabled=bool(enabled))
     except Exception as exc:
         return explain(exc)
     return ok(f"Saved sentence {int(sid)}.")
@@ -73,7 +73,7 @@ def delete(ctx, state, sid) -> str:
     if pid is None or sid in (None, ""):
         return err("Pick a sentence in the table first.")
     try:
-        wf.studio_delete_sentence(ctx.store, pid, int(sid))
+        wf.delete_sentence(ctx.store, pid, int(sid))
     except Exception as exc:
         return explain(exc)
     return ok(f"Deleted sentence {int(sid)}.")

@@ -114,14 +114,14 @@ def past_runs(ctx, state) -> list[list]:
     if pid is None:
         return []
     return [[r["id"], r["status"], r["created"], r["steps"], r["final_loss"], r["elapsed"], r["config"]]
-            for r in wf.studio_list_runs(ctx.store, pid)]
+            for r in wf.list_runs(ctx.store, pid)]
 
 
 def run_curve(ctx, state, run_id):
     pid = project_id(state)
     if pid is None or run_id in (None, ""):
         return figures.loss_figure([])
-    return figures.loss_figure(wf.studio_run_history(ctx.store, pid, int(run_id)),
+    return figures.loss_figure(wf.run_history(ctx.store, pid, int(run_id)),
                                title=f"Run {int(run_id)}")
 
 

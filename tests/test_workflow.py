@@ -7,6 +7,8 @@ import torch
 from PIL import Image
 
 from engine import workflow as wf
+from engine.workflow import evaluate as wf_evaluate
+from engine.workflow import predict as wf_predict
 from engine.classifier import Classifier
 from engine.clip_backbone import BackboneSpec, load_backbone
 from engine.datasets import LoaderSettings, load_rgb, read_coco, read_voc
@@ -124,7 +126,7 @@ def test_predict_stop_and_resume_without_rescoring(tmp_path, backbone, classifie
 
 def test_output_format_checked():
     with pytest.raises(wf.WorkflowError, match="csv or jsonl"):
-        wf._output_format(None, "xml")
+        wf_predict._output_format(None, "xml")
 
 
 # ---- evaluation -----------------------------------------------------------------------------------
@@ -143,8 +145,8 @@ def _check_metrics(backbone, classifiers, data):
     for name, clf in classifiers.items():
         ref = _independent_scores(backbone, clf, data.images)
         assert np.allclose(scores[name], ref, atol=1e-5)
-        got = wf._finite(evaluate_scores(scores[name], data.targets, CATS))
-        exp = wf._finite(evaluate_scores(ref, data.targets, CATS))
+        got = wf_evaluate._finite(evaluate_scores(scores[name], data.targets, CATS))
+        exp = wf_evaluate._finite(evaluate_scores(ref, data.targets, CATS))
         for key in ("mAP", "CF1", "OF1", "CP", "CR", "OP", "OR"):
             assert got[key] == pytest.approx(exp[key], abs=1e-6)
         assert got["per_category_ap"] == pytest.approx(exp["per_category_ap"], abs=1e-6)

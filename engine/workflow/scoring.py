@@ -1,0 +1,73 @@
+"""Scoring images (METHOD.md section 5): the project's classifiers (tuned and hand-crafted
+baseline), the backbone they need, and one image-encoder pass feeding both."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+from engine.datasets import LoaderSettings, image_loader
+from engine.workflow.base import WorkflowError
+from engine.workflow.training import handcrafted_prompts, spec_from_dict
+
+
+def latest_classifier(store, project_id: int):
+    """``(classifier_row, Classifier)`` of the project's newest classifier, or ``(None, None)``."""
+    from engine.classifier import Classifier
+
+    rows = store.list_classifiers(project_id)
+    if not rows:
+        return None, None
+    row = rows[-1]
+    return row, Classifier.load(row.path)
+
+
+def project_backbone_spec(store, project_id: int, override=None):
+    """The backbone to use: ``override`` when given, else the one the latest classifier was
+    trained with, else the default :class:`BackboneSpec`."""
+    from engine.clip_backbone import BackboneSpec
+
+    if override is not None:
+        return override
+    row, clf = latest_classifier(store, project_id)
+    if clf is not None and (clf.meta or {}).get("backbone"):
+        return spec_from_dict(clf.meta["backbone"])
+    return BackboneSpec()
+
+
+def project_classifiers(store, project_id: int, backbone, include_tuned: bool = True):
+    """``{"tuned": Classifier?, "handcrafted": Classifier}`` for scoring one image pass twice."""
+    from engine.classifier import Classifier
+
+    cats = [c.name for c in store.list_categories(project_id)]
+    out = {}
+    if include_tuned:
+        _, clf = latest_classifier(store, project_id)
+        if clf is not None:
+            if list(clf.categories) != cats:
+                raise WorkflowError("The project's categories changed since its classifier was "
+                                    "trained; train again.")
+            if clf.model_name != backbone.name:
+                raise WorkflowError(f"The classifier was trained on {clf.model_name}, but the "
+                                    f"backbone loaded is {backbone.name}; use the same CLIP model.")
+            out["tuned"] = clf
+    out["handcrafted"] = Classifier.from_prompts(backbone, cats, handcrafted_prompts(store, project_id))
+    return out
+
+
+def stream_scores(backbone, classifiers: dict, files: Sequence[str | Path],
+                  loader: LoaderSettings | None = None, should_stop: Callable | None = None):
+    """Yield ``(indices, {name: scores [b, N] float32 CPU}, failures)`` per batch, in file order:
+    images decode in DataLoader workers, one image-encoder pass per batch feeds every classifier."""
+    import torch
+
+    dl = image_loader(files, backbone.preprocess, loader, pin_memory=backbone.device.type == "cuda")
+    with torch.inference_mode():
+        for batch in dl:
+            scores = {}
+            if batch.pixels is not None:
+                pix = batch.pixels.to(backbone.device, non_blocking=True)
+                glob, dense = backbone.image_features(pix)
+                scores = {k: c.scores(glob, dense).float().cpu() for k, c in classifiers.items()}
+            yield batch.indices, scores, batch.failures
+            if should_stop is not None and should_stop():
+                return

@@ -1,0 +1,163 @@
+"""Training (METHOD.md sections 3-4): the corpus (enabled sentences), the hand-crafted prompts
+(order-loss reference), one recorded run per call, and the past runs' listing and loss history."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Callable
+
+from engine.workflow.base import SETTINGS, WorkflowError, WorkflowSettings, project_dir
+from engine.workflow.graph import project_structure
+
+
+def handcrafted_prompts(store, project_id: int, settings: WorkflowSettings | None = None) -> list[str]:
+    """Each category's hand-crafted prompt (its own, else the template), in category order."""
+    s = settings or SETTINGS
+    return [c.prompt or s.handcrafted_template.format(name=c.name) for c in store.list_categories(project_id)]
+
+
+def training_corpus(store, project_id: int):
+    """:class:`engine.train.Corpus` of the enabled sentences with at least one label."""
+    from engine.train import Corpus
+
+    names = set(c.name for c in store.list_categories(project_id))
+    texts, labels = [], []
+    for s in store.list_sentences(project_id, enabled_only=True):
+        lab = [l for l in s.labels if l in names]
+        if lab and s.text.strip():
+            texts.append(s.text)
+            labels.append(lab)
+    return Corpus(texts=texts, labels=labels)
+
+
+@dataclass
+class TrainOutcome:
+    """What :func:`train_project` returns: the run and classifier ids, the classifier file, the
+    loss history and whether it was cancelled (then no classifier is recorded)."""
+
+    run_id: int
+    classifier_id: int | None
+    classifier_path: Path | None
+    history: list
+    cancelled: bool
+    elapsed_s: float
+
+
+def _jsonable(obj):
+    if is_dataclass(obj):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def spec_to_dict(spec) -> dict:
+    """A :class:`BackboneSpec` as JSON (recorded with runs and classifiers)."""
+    return _jsonable(spec)
+
+
+def spec_from_dict(d: dict):
+    """The :class:`BackboneSpec` recorded by :func:`spec_to_dict` (unknown keys ignored)."""
+    from engine.clip_backbone import BackboneSpec
+
+    known = {f.name for f in fields(BackboneSpec)}
+    return BackboneSpec(**{k: v for k, v in d.items() if k in known})
+
+
+def train_project(store, project_id: int, backbone_spec=None, train_config=None,
+                  on_step: Callable | None = None, should_stop: Callable | None = None,
+                  device=None) -> TrainOutcome:
+    """Tune the project's prompts on its enabled sentences; record the run (config, status,
+    per-step losses, timing); on success write ``classifier-run<id>.safetensors`` in the project
+    folder and record it. A killed run resumes from its checkpoint when started again with the same
+    config (the run row of an unfinished run with an identical config is reused)."""
+    from engine.clip_backbone import BackboneSpec, load_backbone
+    from engine.train import TrainConfig, train
+
+    spec = backbone_spec or BackboneSpec()
+    config = train_config or TrainConfig()
+    corpus = training_corpus(store, project_id)
+    if not corpus.texts:
+        raise WorkflowError("This project has no enabled, labelled sentences: generate knowledge first.")
+    structure = project_structure(store, project_id)
+    handcrafted = handcrafted_prompts(store, project_id)
+    backbone = load_backbone(spec, device=device)
+    cfg_json = {"train": _jsonable(config), "backbone": spec_to_dict(spec), "n_sentences": len(corpus.texts),
+                "corpus_sha256": hashlib.sha256(json.dumps([corpus.texts, corpus.labels]).encode()).hexdigest()}
+    runs = store.list_runs(project_id)
+    if runs and runs[-1].status in ("cancelled", "failed") and runs[-1].config == cfg_json:
+        run_id = runs[-1].id  # same settings and sentences: resume from its checkpoint
+        store.set_run_status(run_id, "running")
+    else:
+        run_id = store.create_run(project_id, cfg_json)
+    folder = project_dir(store, project_id)
+    if getattr(config, "feature_cache_dir", "unset") is None:  # frozen sentence features, reused by later runs
+        import dataclasses
+
+        config = dataclasses.replace(config, feature_cache_dir=str(folder / "features"))
+    ckpt = folder / f"run{run_id}.ckpt"
+    buffer: list[dict] = []
+    t0 = time.time()
+
+    def step_cb(info):
+        buffer.append({"step": info.step, "epoch": info.epoch, "lr": info.lr,
+                       "elapsed_s": info.elapsed_s, **{k: float(v) for k, v in info.losses.items()}})
+        if len(buffer) >= SETTINGS.loss_flush_steps:
+            store.add_run_steps(run_id, list(buffer))
+            buffer.clear()
+        if on_step is not None:
+            on_step(info)
+
+    try:
+        result = train(backbone, structure, handcrafted, corpus, config, on_step=step_cb,
+                       should_stop=should_stop, checkpoint_path=ckpt)
+    except BaseException:
+        if buffer:
+            store.add_run_steps(run_id, buffer)
+        store.finish_run(run_id, "failed", time.time() - t0)
+        raise
+    if buffer:
+        store.add_run_steps(run_id, buffer)
+    elapsed = time.time() - t0
+    if result.cancelled:
+        store.finish_run(run_id, "cancelled", elapsed)
+        return TrainOutcome(run_id, None, None, result.history, True, elapsed)
+    clf = result.classifier
+    clf.meta = {**(clf.meta or {}), "backbone": spec_to_dict(spec), "run_id": run_id,
+                "project": store.get_project(project_id).name}
+    path = folder / f"classifier-run{run_id}.safetensors"
+    clf.save(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    cid = store.add_classifier(project_id, run_id, str(path), digest)
+    store.finish_run(run_id, "done", elapsed)
+    if ckpt.exists():
+        ckpt.unlink()
+    return TrainOutcome(run_id, cid, path, result.history, False, elapsed)
+
+
+def list_runs(store, project_id: int) -> list[dict]:
+    """Past training runs, newest first: id, status, start, steps, final loss, seconds, config."""
+    out = []
+    summaries = store.run_step_summaries(project_id)
+    for r in store.list_runs(project_id):
+        n_steps, last = summaries.get(r.id, (0, {}))
+        cfg = r.config or {}
+        tc = cfg.get("train", {}) if isinstance(cfg, dict) else {}
+        short = ", ".join(f"{k}={tc[k]}" for k in ("epochs", "lr", "batch_size") if k in tc)
+        out.append({"id": r.id, "status": r.status, "created": str(r.created)[:19], "steps": n_steps,
+                    "final_loss": round(last["total"], 4) if "total" in last else None,
+                    "elapsed": round(r.elapsed_s or 0, 1), "config": short})
+    return sorted(out, key=lambda x: -x["id"])
+
+
+def run_history(store, project_id: int, run_id: int) -> list[dict]:
+    """A run's stored per-step losses in the form studio.figures.loss_figure takes."""
+    keys = ("total", "rank_global", "rank_local", "order_global", "order_local")
+    return [{"step": s["step"], "losses": {k: s.get(k) for k in keys}} for s in store.run_steps(run_id)]
