@@ -138,7 +138,10 @@ def read_voc(root: str | Path, categories: Sequence[str] | None = None,
         raise DatasetError(f"{root} is not a VOC folder: it has no Annotations/ folder.")
     split_file = root / "ImageSets" / "Main" / f"{options.split}.txt"
     if split_file.exists():
-        ids = [ln.split()[0] for ln in split_file.read_text().splitlines() if ln.strip()]
+        try:
+            ids = [ln.split()[0] for ln in split_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"VOC split file {split_file} cannot be read as UTF-8 text: {exc}") from exc
     else:
         ids = sorted(p.stem for p in ann_dir.glob("*.xml"))
     if not ids:
@@ -146,13 +149,15 @@ def read_voc(root: str | Path, categories: Sequence[str] | None = None,
     images, label_lists = [], []
     for image_id in ids:
         xml_path = ann_dir / f"{image_id}.xml"
+        if "/" in image_id or "\\" in image_id or image_id in (".", "..") or "\x00" in image_id:
+            raise DatasetError(f"VOC split file {split_file} names {image_id!r}, which is not an image id.")
         try:
             tree = ET.parse(xml_path).getroot()
-        except (OSError, ET.ParseError) as exc:
+        except (OSError, ET.ParseError, ValueError) as exc:
             raise DatasetError(f"VOC annotation {xml_path} cannot be read: {exc}") from exc
         fname = (tree.findtext("filename") or f"{image_id}.jpg").strip()
         path = img_dir / fname
-        if not path.exists() and (img_dir / f"{image_id}.jpg").exists():
+        if not _exists(path) and _exists(img_dir / f"{image_id}.jpg"):
             path = img_dir / f"{image_id}.jpg"
         labels = []
         for obj in tree.iter("object"):
@@ -174,24 +179,66 @@ def read_coco(json_path: str | Path, image_dir: str | Path | None = None,
     first image (``images/``, ``val2017/``-style names from the JSON's stem, or the JSON's folder)."""
     json_path = Path(json_path)
     try:
-        data = json.loads(json_path.read_text())
-        coco_cats = {int(c["id"]): c["name"] for c in data["categories"]}
-        coco_images = data["images"]
-        anns = data.get("annotations", [])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise DatasetError(f"COCO file {json_path} nests too deeply to be instances JSON.") from None
+    except (OSError, ValueError) as exc:
         raise DatasetError(f"COCO file {json_path} cannot be read as instances JSON: {exc}") from exc
+    coco_cats, coco_images, anns = _coco_tables(data, json_path)
     image_dir = Path(image_dir) if image_dir else _guess_coco_dir(json_path, coco_images)
-    labels_of: dict[int, list[str]] = {int(im["id"]): [] for im in coco_images}
-    for a in anns:
-        name = coco_cats.get(int(a.get("category_id", -1)))
-        lst = labels_of.get(int(a.get("image_id", -1)))
+    labels_of: dict[int, list[str]] = {im_id: [] for im_id, _ in coco_images}
+    for cat_id, im_id in anns:
+        name = coco_cats.get(cat_id)
+        lst = labels_of.get(im_id)
         if name is not None and lst is not None and name not in lst:
             lst.append(name)
-    images = [image_dir / im["file_name"] for im in coco_images]
-    label_lists = [labels_of[int(im["id"])] for im in coco_images]
+    images = [image_dir / fname for _, fname in coco_images]
+    label_lists = [labels_of[im_id] for im_id, _ in coco_images]
     cats = list(categories) if categories is not None else [coco_cats[k] for k in sorted(coco_cats)]
     targets, unmatched = _targets(label_lists, cats, aliases)
     return LabelledSet(images, cats, targets, "coco", str(json_path), unmatched)
+
+
+def _coco_int(value, what: str, json_path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DatasetError(f"COCO file {json_path}: {what} must be an integer, not {value!r:.40}.")
+    return value
+
+
+def _coco_tables(data, json_path: Path):
+    """``({category id: name}, [(image id, file name)], [(category id, image id)])`` from a parsed
+    instances JSON, every key and type checked (DatasetError names the first bad one)."""
+    def need(obj, key, kind, where):
+        if not isinstance(obj, dict) or key not in obj:
+            raise DatasetError(f"COCO file {json_path}: {where} lacks {key!r}.")
+        if not isinstance(obj[key], kind):
+            raise DatasetError(f"COCO file {json_path}: {where}'s {key!r} is not a {kind.__name__}.")
+        return obj[key]
+
+    cats = {}
+    for c in need(data, "categories", list, "the file"):
+        cats[_coco_int(need(c, "id", int, "a category"), "a category id", json_path)] = \
+            need(c, "name", str, "a category")
+    images, seen = [], set()
+    for im in need(data, "images", list, "the file"):
+        im_id = _coco_int(need(im, "id", int, "an image"), "an image id", json_path)
+        fname = need(im, "file_name", str, "an image")
+        if not fname or "\x00" in fname:
+            raise DatasetError(f"COCO file {json_path}: image {im_id} has no usable file_name.")
+        if im_id in seen:
+            raise DatasetError(f"COCO file {json_path}: image id {im_id} appears twice.")
+        seen.add(im_id)
+        images.append((im_id, fname))
+    anns = data.get("annotations", [])
+    if not isinstance(anns, list):
+        raise DatasetError(f"COCO file {json_path}: 'annotations' is not a list.")
+    pairs = []
+    for a in anns:
+        if not isinstance(a, dict):
+            raise DatasetError(f"COCO file {json_path}: an annotation is not an object.")
+        pairs.append((_coco_int(a.get("category_id", -1), "an annotation's category_id", json_path),
+                      _coco_int(a.get("image_id", -1), "an annotation's image_id", json_path)))
+    return cats, images, pairs
 
 
 def _guess_coco_dir(json_path: Path, coco_images: list) -> Path:
@@ -199,11 +246,19 @@ def _guess_coco_dir(json_path: Path, coco_images: list) -> Path:
     stem = json_path.stem
     split = stem.split("_")[-1] if "_" in stem else stem
     candidates = [base / "images", base / split, base.parent / split, base.parent / "images", base]
-    first = coco_images[0]["file_name"] if coco_images else None
+    first = coco_images[0][1] if coco_images else None
     for c in candidates:
-        if first and (c / first).exists():
+        if first and _exists(c / first):
             return c
     return base / "images" if (base / "images").is_dir() else base
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()`` that answers False for a name the OS refuses (too long, NUL)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 _LABEL_SPLIT = re.compile(r"[;|,]")
@@ -220,7 +275,12 @@ def read_csv(path: str | Path, image_dir: str | Path | None = None,
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"Label file {path} cannot be read: {exc}") from exc
     delim = "\t" if "\t" in text.split("\n", 1)[0] else ","
-    rows = [r for r in csv.reader(text.splitlines(), delimiter=delim) if r and r[0].strip()]
+    if "\x00" in text:
+        raise DatasetError(f"Label file {path} contains NUL characters; it is not a CSV of filename,labels.")
+    try:
+        rows = [r for r in csv.reader(text.splitlines(), delimiter=delim) if r and r[0].strip()]
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit() characters
+        raise DatasetError(f"Label file {path} is not a readable CSV: {exc}.") from exc
     if rows and rows[0][0].strip().lower() in ("filename", "file", "image", "path", "file_name"):
         rows = rows[1:]
     if not rows:
@@ -232,7 +292,7 @@ def read_csv(path: str | Path, image_dir: str | Path | None = None,
         label_lists.append(_unique(s for s in labels if s))
     if image_dir is None:
         image_dir = path.parent
-        if not (image_dir / names[0]).exists() and (image_dir / "images" / names[0]).exists():
+        if not _exists(image_dir / names[0]) and _exists(image_dir / "images" / names[0]):
             image_dir = image_dir / "images"
     image_dir = Path(image_dir)
     images = [Path(n) if os.path.isabs(n) else image_dir / n for n in names]
