@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import EngineError
+from engine.json_limits import JsonLimitError, JsonLimits, loads_limited
 
 FORMAT_NAME = "image-free-studio/classifier"
 FORMAT_VERSION = 1
@@ -212,7 +213,7 @@ class Classifier:
         }
         try:
             text = json.dumps(header, allow_nan=False)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, RecursionError) as err:
             raise ValueError(f"Classifier metadata must be plain JSON: {err}") from err
         tmp = path.with_name(path.name + ".tmp")
         save_file({"global_emb": self.global_emb.contiguous(), "local_emb": self.local_emb.contiguous()},
@@ -242,9 +243,11 @@ class Classifier:
                 f"{path} is a safetensors file but not an Image-Free Studio classifier (no classifier metadata)."
             )
         try:
-            header = json.loads(raw_meta)
+            header = loads_limited(raw_meta, JsonLimits(max_depth=64))
             if header.get("format") != FORMAT_NAME:
                 raise ValueError("unknown format")
+        except JsonLimitError as err:
+            raise ClassifierFileError(f"{path} has classifier metadata beyond this program's limits: {err}") from err
         except (ValueError, AttributeError) as err:
             raise ClassifierFileError(f"{path} has damaged or foreign classifier metadata.") from err
         version = header.get("format_version")

@@ -44,12 +44,16 @@ from torch import nn
 import open_clip
 from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives, get_pretrained_cfg
 
-from engine.device import pick_device
+from engine.device import parse_device, pick_device
 from engine.errors import EngineError
 
 CLIP_CONFIG_DIR = Path(__file__).resolve().parent.parent / "assets" / "clip_configs"
 TINY_MODELS = ("tiny-rn", "tiny-vit")
 CHECKPOINT_ENV = "IFS_CLIP_CHECKPOINT"
+
+
+class BackboneError(EngineError, ValueError):
+    """A CLIP model, tag or weights file that cannot make a backbone; the message says which."""
 
 
 class MissingWeightsError(EngineError, RuntimeError):
@@ -176,7 +180,7 @@ def resolve_weights(spec: BackboneSpec) -> tuple[str | None, bool, str]:
     """
     register_tiny_configs()
     if open_clip.get_model_config(spec.model) is None:
-        raise ValueError(
+        raise BackboneError(
             f"Unknown CLIP model {spec.model!r}; use an open_clip architecture name such as 'RN50' or "
             f"'ViT-B-32', or 'tiny-rn' / 'tiny-vit'."
         )
@@ -196,12 +200,12 @@ def resolve_weights(spec: BackboneSpec) -> tuple[str | None, bool, str]:
     if spec.pretrained is None:
         return None, quick_gelu, "random"
     if spec.model in TINY_MODELS:
-        raise ValueError(f"{spec.model!r} is a test configuration without pretrained weights; use pretrained=None.")
+        raise BackboneError(f"{spec.model!r} is a test configuration without pretrained weights; use pretrained=None.")
     if not tag_cfg:
         if os.path.isfile(spec.pretrained):
             return spec.pretrained, quick_gelu, Path(spec.pretrained).name
         tags = open_clip.list_pretrained_tags_by_model(spec.model)
-        raise ValueError(
+        raise BackboneError(
             f"{spec.pretrained!r} is neither a pretrained tag of {spec.model} nor a file; known tags: {tags}."
         )
     found = _cached_tag_file(tag_cfg, spec.cache_dir)
@@ -355,7 +359,7 @@ _cache_lock = threading.Lock()
 
 def build_backbone(spec: BackboneSpec, device: torch.device | str | None = None) -> Backbone:
     """Build the frozen backbone for ``spec`` (no cache; see :func:`load_backbone`)."""
-    device = torch.device(device) if device is not None else pick_device()
+    device = parse_device(device) if device is not None else pick_device()
     weights, quick_gelu, label = resolve_weights(spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
@@ -364,11 +368,12 @@ def build_backbone(spec: BackboneSpec, device: torch.device | str | None = None)
                 spec.model, pretrained=weights, force_quick_gelu=quick_gelu, device="cpu",
                 cache_dir=spec.cache_dir,
             )
-        except (RuntimeError, OSError, KeyError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 - a user's weights file can fail in any way
             if weights is None:
                 raise
-            raise ValueError(
-                f"Could not load CLIP weights {weights!r} into {spec.model}: {err}. "
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise BackboneError(
+                f"Could not load CLIP weights {weights!r} into {spec.model} ({type(err).__name__}: {first}). "
                 f"Check that the file holds weights of this architecture."
             ) from err
     model = model.to(device).eval()
@@ -381,7 +386,7 @@ def build_backbone(spec: BackboneSpec, device: torch.device | str | None = None)
 def load_backbone(spec: BackboneSpec | None = None, device: torch.device | str | None = None) -> Backbone:
     """Load (or fetch from the cache) the frozen backbone described by ``spec`` on ``device``."""
     spec = spec or BackboneSpec()
-    device = torch.device(device) if device is not None else pick_device()
+    device = parse_device(device) if device is not None else pick_device()
     key = (spec, str(device))
     with _cache_lock:
         if key not in _cache:
