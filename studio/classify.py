@@ -14,28 +14,11 @@ import gradio as gr
 
 from engine import workflow as wf
 from studio import figures
-from studio.common import err, esc, explain, project_id
+from studio.common import Page, err, esc, explain, project_id, weights_note
 
+TITLE, TAB_ID = "6 Classify", "classify"
 MAX_ZIP_MEMBERS = 5000
 MAX_ZIP_BYTES = 2 << 30
-
-
-def weights_note(spec) -> str:
-    """'' when the CLIP weights are here (or random); else what is missing and how to provide it.
-    Never downloads: a non-offline machine with no cached weights is told they will download."""
-    from engine.clip_backbone import MissingWeightsError, resolve_weights
-
-    offline = any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on")
-                  for k in ("HF_HUB_OFFLINE", "IFS_OFFLINE"))
-    if spec.pretrained is not None and spec.checkpoint is None and not offline:
-        return ""
-    try:
-        resolve_weights(spec)
-    except MissingWeightsError as exc:
-        return err(f"CLIP weights missing: {exc}")
-    except ValueError as exc:
-        return err(str(exc))
-    return ""
 
 
 def expand_uploads(paths, workdir: Path) -> tuple[list[str], list[dict]]:
@@ -167,7 +150,7 @@ def first_figure(rows: list[dict], k: int, threshold: float):
 
 # ---- widgets and events ------------------------------------------------------------------------
 
-def build_classify(ctx) -> dict:
+def build(ctx) -> dict:
     w: dict = {}
     w["note"] = gr.Markdown(weights_note(ctx.settings.backbone_spec()), elem_id="classify-note")
     w["files"] = gr.File(label="Images (or a zip of a folder)", file_count="multiple",
@@ -187,7 +170,9 @@ def build_classify(ctx) -> dict:
     return w
 
 
-def wire_classify(ctx, w: dict, state) -> None:
+def wire(ctx, w: dict, page: Page) -> None:
+    state = page.state
+
     def run(st, files, k, thr):
         rows, msg = classify(ctx, st, files, k)
         if not rows:
@@ -203,3 +188,11 @@ def wire_classify(ctx, w: dict, state) -> None:
 
     for ctl in (w["k"], w["threshold"]):
         ctl.release(redraw, [w["rows"], w["k"], w["threshold"]], [w["html"], w["plot"]])
+
+
+def outputs(w: dict) -> list:
+    return []
+
+
+def refresh(ctx, state, w: dict) -> tuple:
+    return ()

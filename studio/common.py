@@ -1,5 +1,11 @@
-"""Small helpers shared by the panels: message formatting, running engine work in a thread
-while a Gradio generator yields progress, and the open project's id."""
+"""What the panels share: message formatting, the open project's id, the tab protocol's
+:class:`Page`, running engine work in a thread while a Gradio generator yields progress
+(:class:`Worker`), and the cancel wiring of long jobs (:class:`CancellableJob`).
+
+Tab protocol (``studio/layout.py`` loops over the tabs): each tab module has ``TITLE`` and
+``TAB_ID``, ``build(ctx) -> widgets``, ``wire(ctx, widgets, page)``, ``outputs(widgets)`` (the
+components redrawn when the open project changes) and ``refresh(ctx, state, widgets)`` (their
+values, in the same order)."""
 from __future__ import annotations
 
 import html
@@ -8,6 +14,12 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import gradio as gr
+
+from engine import workflow as wf
 
 
 def ok(text: str) -> str:
@@ -85,3 +97,53 @@ class Worker:
             if time.time() - last >= self.min_interval:
                 yield ("item", pending)
                 pending, last = None, time.time()
+
+
+def weights_note(spec) -> str:
+    """'' when the CLIP weights of ``spec`` are here (or random, or will download); else a warning
+    saying what is missing and how to provide it."""
+    problem = wf.missing_weights(spec)
+    return err(problem) if problem else ""
+
+
+@dataclass
+class Page:
+    """What a tab's ``wire`` gets besides its own widgets: the per-visitor ``state``, the project
+    picker in the header (``selector``), the tab itself (``tab``, for its select event) and
+    ``redraw_after(event)``, which chains the redraw of every tab after an event that changed the
+    open project."""
+
+    state: object
+    selector: object
+    tab: object
+    redraw_after: Callable
+
+
+class CancellableJob:
+    """One kind of long job ("knowledge", "train", "evaluate") per visitor session: the cancel flag
+    while it runs (``with job.running(request) as cancel:``) and the Cancel button that sets it.
+    Two visitors never cancel each other's work (flags are keyed by session)."""
+
+    def __init__(self, ctx, kind: str):
+        self.ctx, self.kind = ctx, kind
+
+    @contextmanager
+    def running(self, request) -> Iterator[threading.Event]:
+        session = session_of(request)
+        cancel = self.ctx.jobs.start(session, self.kind)
+        try:
+            yield cancel
+        finally:
+            self.ctx.jobs.finish(session, self.kind, cancel)
+
+    def cancel(self, request) -> str:
+        """Set the running job's flag -> the message for the page."""
+        return ok("Cancelling...") if self.ctx.jobs.cancel(session_of(request), self.kind) else err("Nothing is running.")
+
+    def wire_cancel(self, button, message) -> None:
+        """``button`` cancels this session's job; ``message`` shows the answer (not queued, so it
+        runs while the job holds the queue)."""
+        def cancel(request: gr.Request):
+            return self.cancel(request)
+
+        button.click(cancel, None, [message], queue=False)

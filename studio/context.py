@@ -81,14 +81,14 @@ class StudioSettings:
         return cls(**kw)
 
     def backbone_spec(self):
-        from engine.clip_backbone import BackboneSpec
+        from engine.workflow import BackboneSpec
 
         return BackboneSpec(model=self.clip_model, pretrained=self.clip_pretrained,
                             checkpoint=self.clip_checkpoint)
 
     def llm_spec(self, kind: str | None = None, name: str | None = None, path: str | None = None,
                  base_url: str | None = None, model: str | None = None):
-        from engine.llm import LLMSpec
+        from engine.workflow import LLMSpec
 
         return LLMSpec(kind=kind or self.llm_kind, name=name or self.llm_name,
                        path=path or self.llm_path, base_url=base_url or self.llm_base_url,

@@ -7,8 +7,9 @@ import gradio as gr
 
 from engine import workflow as wf
 from studio import figures
-from studio.common import Worker, err, explain, ok, project_id, session_of
+from studio.common import CancellableJob, Page, Worker, err, explain, ok, project_id
 
+TITLE, TAB_ID = "7 Evaluate", "evaluate"
 METRIC_KEYS = ["mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"]
 
 
@@ -56,7 +57,7 @@ def evaluate(ctx, state, dataset, image_dir, cancel):
             yield explain(payload), [], None
 
 
-def build_evaluate(ctx) -> dict:
+def build(ctx) -> dict:
     w: dict = {}
     with gr.Row():
         w["dataset"] = gr.Textbox(label="Labelled set: VOC folder, COCO instances JSON, or CSV of filename,labels",
@@ -73,18 +74,21 @@ def build_evaluate(ctx) -> dict:
     return w
 
 
-def wire_evaluate(ctx, w: dict, state) -> None:
+def wire(ctx, w: dict, page: Page) -> None:
+    job = CancellableJob(ctx, "evaluate")
+
     def run(st, ds, imgs, request: gr.Request):
-        session = session_of(request)
-        cancel = ctx.jobs.start(session, "evaluate")
-        try:
+        with job.running(request) as cancel:
             for msg, rows, fig in evaluate(ctx, st, ds, imgs, cancel):
                 yield msg, (rows if rows else gr.update()), (fig if fig is not None else gr.update())
-        finally:
-            ctx.jobs.finish(session, "evaluate", cancel)
 
-    w["run"].click(run, [state, w["dataset"], w["images"]], [w["msg"], w["table"], w["plot"]])
-    def cancel(request: gr.Request):
-        return ok("Cancelling...") if ctx.jobs.cancel(session_of(request), "evaluate") else err("Nothing is running.")
+    w["run"].click(run, [page.state, w["dataset"], w["images"]], [w["msg"], w["table"], w["plot"]])
+    job.wire_cancel(w["cancel"], w["msg"])
 
-    w["cancel"].click(cancel, None, [w["msg"]], queue=False)
+
+def outputs(w: dict) -> list:
+    return []
+
+
+def refresh(ctx, state, w: dict) -> tuple:
+    return ()

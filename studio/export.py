@@ -5,7 +5,9 @@ from __future__ import annotations
 import gradio as gr
 
 from engine import workflow as wf
-from studio.common import err, explain, ok, project_id
+from studio.common import Page, err, explain, ok, project_id
+
+TITLE, TAB_ID = "8 Export", "export"
 
 
 def export(ctx, state):
@@ -20,7 +22,7 @@ def export(ctx, state):
     return str(dest), snippet, ok(f"Classifier of {len(clf.categories)} categories, trained on {clf.model_name}.")
 
 
-def build_export(ctx) -> dict:
+def build(ctx) -> dict:
     w: dict = {}
     w["run"] = gr.Button("Prepare the classifier file", variant="primary", elem_id="export-run")
     w["msg"] = gr.Markdown(elem_id="export-msg")
@@ -30,5 +32,13 @@ def build_export(ctx) -> dict:
     return w
 
 
-def wire_export(ctx, w: dict, state) -> None:
-    w["run"].click(lambda st: export(ctx, st), [state], [w["file"], w["snippet"], w["msg"]])
+def wire(ctx, w: dict, page: Page) -> None:
+    w["run"].click(lambda st: export(ctx, st), [page.state], [w["file"], w["snippet"], w["msg"]])
+
+
+def outputs(w: dict) -> list:
+    return []
+
+
+def refresh(ctx, state, w: dict) -> tuple:
+    return ()

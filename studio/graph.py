@@ -7,7 +7,9 @@ import gradio as gr
 
 from engine import workflow as wf
 from studio import figures
-from studio.common import err, explain, ok, project_id
+from studio.common import Page, err, explain, ok, project_id
+
+TITLE, TAB_ID = "4 Graph", "graph"
 
 
 # ---- handlers ----------------------------------------------------------------------------------
@@ -47,7 +49,7 @@ def edit(ctx, state, a, b, action) -> str:
 
 # ---- widgets and events ------------------------------------------------------------------------
 
-def build_graph(ctx) -> dict:
+def build(ctx) -> dict:
     w: dict = {}
     w["tau"] = gr.Slider(1, 50, value=wf.SETTINGS.tau, step=1, label="Threshold tau (co-occurring sentences)",
                          elem_id="graph-tau")
@@ -66,18 +68,25 @@ def build_graph(ctx) -> dict:
     return w
 
 
-def wire_graph(ctx, w: dict, state) -> None:
+def wire(ctx, w: dict, page: Page) -> None:
+    state = page.state
     redraw = (lambda st, t: draw(ctx, st, t))
     w["tau"].release(redraw, [state, w["tau"]], [w["plot"], w["cliques"]])
     for action in ("add", "remove", "clear"):
         w[action].click(lambda st, a, b, act=action: edit(ctx, st, a, b, act),
                         [state, w["a"], w["b"]], [w["msg"]]).then(
             redraw, [state, w["tau"]], [w["plot"], w["cliques"]])
+    # knowledge may have changed since the project was opened: redraw on entering the tab
+    page.tab.select(redraw, [state, w["tau"]], [w["plot"], w["cliques"]])
 
 
-def refresh_graph(ctx, state, tau):
-    """Outputs for [a, b, plot, cliques] when the project changes."""
+def outputs(w: dict) -> list:
+    return [w["a"], w["b"], w["plot"], w["cliques"]]
+
+
+def refresh(ctx, state, w: dict) -> tuple:
+    """Values of :func:`outputs` when the project changes (drawn at the slider's initial tau)."""
     pid = project_id(state)
     cats = [] if pid is None else wf.project_info(ctx.store, pid)["categories"]
-    fig, text = draw(ctx, state, tau)
+    fig, text = draw(ctx, state, w["tau"].value)
     return gr.update(choices=cats, value=None), gr.update(choices=cats, value=None), fig, text

@@ -9,9 +9,9 @@ import dataclasses
 import gradio as gr
 
 from engine import workflow as wf
-from engine.knowledge import STEPS
-from studio.common import Worker, err, explain, ok, project_id, session_of
+from studio.common import CancellableJob, Page, Worker, err, explain, ok, project_id
 
+TITLE, TAB_ID = "2 Knowledge", "knowledge"
 LLM_KINDS = [("Bundled model", "bundled"), ("GGUF file", "gguf"), ("OpenAI-compatible endpoint", "openai")]
 BUNDLED = [("SmolLM2 135M Instruct", "smollm2"), ("Gemma 3 270M (base)", "gemma3")]
 
@@ -24,11 +24,9 @@ def settings_fields() -> tuple[list, list, list]:
     """From ``KnowledgeSettings``: (counts, limits, templates). Counts are the ``n_*`` fields
     (how many items each question asks for); limits the other whole-number fields (empty = no
     limit where the engine allows None); templates ``(step, question, primer)``."""
-    from engine.knowledge import KnowledgeSettings
-
-    d = KnowledgeSettings()
+    d = wf.KnowledgeSettings()
     counts, limits = [], []
-    for f in dataclasses.fields(KnowledgeSettings):
+    for f in dataclasses.fields(wf.KnowledgeSettings):
         val = getattr(d, f.name)
         numeric = isinstance(val, int) and not isinstance(val, bool)
         if f.name.startswith("n_") and numeric:
@@ -42,9 +40,7 @@ def settings_fields() -> tuple[list, list, list]:
 def make_settings(values: dict):
     """``KnowledgeSettings`` from the widget values: ``{field: number}`` and
     ``{"question:<step>": text, "primer:<step>": text}``. An empty optional limit means None."""
-    from engine.knowledge import KnowledgeSettings
-
-    base = KnowledgeSettings()
+    base = wf.KnowledgeSettings()
     counts, limits, templates = settings_fields()
     kw: dict = {}
     for name, default in counts + limits:
@@ -83,7 +79,8 @@ def llm_spec(ctx, kind, name, path, base_url, model):
 
 def generate(ctx, state, spec, settings, cancel, category: str | None = None):
     """Generator of (progress text, done, total); ends with a final message. Runs
-    ``workflow.studio_generate_knowledge`` in a thread; ``cancel`` is a threading.Event."""
+    ``workflow.generate_knowledge`` (or ``workflow.regenerate_category`` for one ``category``)
+    in a thread; ``cancel`` is a threading.Event."""
     pid = project_id(state)
     if pid is None:
         yield err("Open a project first."), 0, 0
@@ -93,7 +90,7 @@ def generate(ctx, state, spec, settings, cancel, category: str | None = None):
         progress = lambda d, t, q: emit((d, t, q))  # noqa: E731
         if category:
             return wf.regenerate_category(ctx.store, pid, category, spec, settings,
-                                                 on_progress=progress, should_stop=should_stop)
+                                          on_progress=progress, should_stop=should_stop)
         return wf.generate_knowledge(ctx.store, pid, spec, settings,
                                      on_progress=progress, should_stop=should_stop)
 
@@ -149,8 +146,7 @@ def save_category(ctx, state, category, attribute_text, kept, synonyms, super_, 
     syns = [x.strip() for x in (synonyms or "").replace("\n", ",").split(",") if x.strip()]
     try:
         wf.update_category(ctx.store, pid, category, attributes=attrs, synonyms=syns,
-                                  super_=(super_ or "").strip() or None,
-                                  prompt=(prompt or "").strip() or None)
+                           super_=(super_ or "").strip() or None, prompt=(prompt or "").strip() or None)
     except Exception as exc:
         return explain(exc)
     return ok(f"Saved **{category}**.")
@@ -158,7 +154,7 @@ def save_category(ctx, state, category, attribute_text, kept, synonyms, super_, 
 
 # ---- widgets and events ------------------------------------------------------------------------
 
-def build_knowledge(ctx) -> dict:
+def build(ctx) -> dict:
     w: dict = {}
     s = ctx.settings
     with gr.Row():
@@ -169,7 +165,7 @@ def build_knowledge(ctx) -> dict:
         w["llm_model"] = gr.Textbox(value=s.llm_model or "", label="Endpoint model name")
     w["fields"] = {}
     counts, limits, templates = settings_fields()
-    w["fields"]["steps"] = gr.CheckboxGroup(list(STEPS), value=list(STEPS), elem_id="ks-steps",
+    w["fields"]["steps"] = gr.CheckboxGroup(list(wf.STEPS), value=list(wf.STEPS), elem_id="ks-steps",
                                             label="Question steps to run (paper section 3.2)")
     with gr.Accordion("Counts (items asked for per question)", open=True):
         with gr.Row():
@@ -211,24 +207,22 @@ def build_knowledge(ctx) -> dict:
     return w
 
 
-def wire_knowledge(ctx, w: dict, state) -> None:
+def wire(ctx, w: dict, page: Page) -> None:
+    state = page.state
     field_names = list(w["fields"])
     llm_inputs = [w["llm_kind"], w["llm_name"], w["llm_path"], w["llm_url"], w["llm_model"]]
+    job = CancellableJob(ctx, "knowledge")
 
     def run(st, kind, name, path, url, model, *vals, category=None, request=None):
-        session = session_of(request)
         try:
             spec = llm_spec(ctx, kind, name, path, url, model)
             settings = make_settings(dict(zip(field_names, vals)))
         except Exception as exc:
             yield explain(exc), gr.update()
             return
-        cancel = ctx.jobs.start(session, "knowledge")
-        try:
+        with job.running(request) as cancel:
             for text, done, total in generate(ctx, st, spec, settings, cancel, category):
                 yield text, gr.update(value=done, maximum=max(total, 1))
-        finally:
-            ctx.jobs.finish(session, "knowledge", cancel)
 
     # gr.Request first: Gradio inserts it by position, which works before *args
     def run_all(request: gr.Request, st, *args):
@@ -242,16 +236,12 @@ def wire_knowledge(ctx, w: dict, state) -> None:
 
     inputs = [state] + llm_inputs + [w["fields"][n] for n in field_names]
     gen = w["generate"].click(run_all, inputs, [w["msg"], w["progress"]])
-    gen.then(lambda st, c: refresh_knowledge(ctx, st, c), [state, w["category"]],
-             [w["category"], w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
+    gen.then(lambda st, c: category_view(ctx, st, c), [state, w["category"]], outputs(w))
     w["regen"].click(run_one, [state, w["category"]] + inputs[1:], [w["msg"], w["progress"]]).then(
         lambda st, c: category_details(ctx, st, c), [state, w["category"]],
         [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
 
-    def cancel(request: gr.Request):
-        return ok("Cancelling...") if ctx.jobs.cancel(session_of(request), "knowledge") else err("Nothing is running.")
-
-    w["cancel"].click(cancel, None, [w["msg"]], queue=False)
+    job.wire_cancel(w["cancel"], w["msg"])
     w["category"].change(lambda st, c: category_details(ctx, st, c), [state, w["category"]],
                          [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
     w["save"].click(lambda st, c, t, k, sy, su, p: save_category(ctx, st, c, t, k, sy, su, p),
@@ -261,9 +251,18 @@ def wire_knowledge(ctx, w: dict, state) -> None:
         [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
 
 
-def refresh_knowledge(ctx, state, current=None):
-    """Outputs for [category dropdown, keep, attrs, synonyms, super, prompt] when the project
-    changes (or its knowledge does): the current category stays chosen when it still exists."""
+def outputs(w: dict) -> list:
+    return [w["category"], w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]]
+
+
+def refresh(ctx, state, w: dict) -> tuple:
+    """Values of :func:`outputs` when the project changes."""
+    return category_view(ctx, state)
+
+
+def category_view(ctx, state, current=None) -> tuple:
+    """Values of :func:`outputs` (category dropdown, keep, attrs, synonyms, super, prompt) for the
+    project's knowledge: the current category stays chosen when it still exists."""
     cats = category_choices(ctx, state)
     first = current if current in cats else (cats[0] if cats else None)
     return (gr.update(choices=cats, value=first), *category_details(ctx, state, first))

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from engine import presets as presets_mod
 from engine import workflow as wf
-from studio.common import err, explain, ok, project_id
+from studio.common import Page, err, explain, ok, project_id
 
+TITLE, TAB_ID = "1 Projects", "projects"
 OWN = "My own vocabulary"
 
 
 def source_choices() -> list[tuple[str, str]]:
-    return [(OWN, "own")] + [(name, key) for key, name in presets_mod.list_presets()]
+    return [(OWN, "own")] + [(name, key) for key, name in wf.list_presets()]
 
 
 # ---- handlers (plain functions: tested without a browser) -------------------------------------
@@ -36,7 +36,7 @@ def create(ctx, state, source: str, name: str, vocabulary: str):
     state = dict(state or {})
     try:
         if source and source != "own":
-            preset_name = dict((k, n) for k, n in presets_mod.list_presets())[source]
+            preset_name = dict((k, n) for k, n in wf.list_presets())[source]
             pid = wf.create_project(ctx.store, (name or "").strip() or preset_name, preset=source)
         else:
             pid = wf.create_project(ctx.store, name, vocabulary)
@@ -124,7 +124,7 @@ def import_(ctx, state, file_path):
 
 # ---- widgets and events ------------------------------------------------------------------------
 
-def build_projects(ctx) -> dict:
+def build(ctx) -> dict:
     w: dict = {}
     with gr.Row():
         with gr.Column(scale=2):
@@ -156,13 +156,9 @@ def build_projects(ctx) -> dict:
     return w
 
 
-def wire_projects(ctx, w: dict, state, selector, refresh_all) -> None:
-    """``selector`` is the project dropdown in the header; ``refresh_all(ev)`` chains the
-    redraw of every panel after an event that changed the open project."""
-
-    def after(ev):
-        return refresh_all(ev)
-
+def wire(ctx, w: dict, page: Page) -> None:
+    """Create, delete and import change the open project: every tab is redrawn after them."""
+    state, selector, after = page.state, page.selector, page.redraw_after
     after(w["create"].click(lambda s, src, n, v: create(ctx, s, src, n, v),
                             [state, w["source"], w["name"], w["vocab"]], [state, w["msg"]]))
     w["rename"].click(lambda s, n: rename(ctx, s, n), [state, w["new_name"]], [w["msg"]]).then(
@@ -175,3 +171,11 @@ def wire_projects(ctx, w: dict, state, selector, refresh_all) -> None:
     w["export"].click(lambda s: export(ctx, s), [state], [w["export_file"], w["msg"]])
     after(w["import"].click(lambda s, f: import_(ctx, s, f), [state, w["import_file"]],
                             [state, w["msg"]]))
+
+
+def outputs(w: dict) -> list:
+    return [w["summary"]]
+
+
+def refresh(ctx, state, w: dict) -> tuple:
+    return (summary(ctx, state),)

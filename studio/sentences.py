@@ -6,8 +6,9 @@ from __future__ import annotations
 import gradio as gr
 
 from engine import workflow as wf
-from studio.common import err, explain, ok, project_id
+from studio.common import Page, err, explain, ok, project_id
 
+TITLE, TAB_ID = "3 Sentences", "sentences"
 HEADERS = ["id", "text", "labels", "source", "enabled"]
 PAGE = 200
 
@@ -19,9 +20,8 @@ def table(ctx, state, category=None, source=None, search="", include_disabled=Tr
     pid = project_id(state)
     if pid is None:
         return [], "No project open."
-    rows = wf.list_sentences(ctx.store, pid, category=category or None,
-                                    source=source or None, search=search or "",
-                                    include_disabled=include_disabled)
+    rows = wf.list_sentences(ctx.store, pid, category=category or None, source=source or None,
+                             search=search or "", include_disabled=include_disabled)
     out = [[r["id"], r["text"], ", ".join(r["labels"]), r["source"], bool(r["enabled"])]
            for r in rows[:PAGE]]
     more = f" (first {PAGE} shown)" if len(rows) > PAGE else ""
@@ -81,7 +81,7 @@ def delete(ctx, state, sid) -> str:
 
 # ---- widgets and events ------------------------------------------------------------------------
 
-def build_sentences(ctx) -> dict:
+def build(ctx) -> dict:
     w: dict = {}
     with gr.Row():
         w["category"] = gr.Dropdown([""], value="", label="Category", elem_id="sent-category")
@@ -110,7 +110,9 @@ def build_sentences(ctx) -> dict:
     return w
 
 
-def wire_sentences(ctx, w: dict, state) -> None:
+def wire(ctx, w: dict, page: Page) -> None:
+    state = page.state
+
     def show(st, c, s, q):
         rows, info = table(ctx, st, c, s, q)
         return rows, info, counts(ctx, st)
@@ -129,10 +131,16 @@ def wire_sentences(ctx, w: dict, state) -> None:
         show, view_in, view_out)
     w["delete"].click(lambda st, i: delete(ctx, st, i), [state, w["sid"]], [w["msg"]]).then(
         show, view_in, view_out)
+    # knowledge may have changed since the project was opened: redraw on entering the tab
+    page.tab.select(show, view_in, view_out)
 
 
-def refresh_sentences(ctx, state):
-    """Outputs for [category, source, table, info, counts] when the project changes."""
+def outputs(w: dict) -> list:
+    return [w["category"], w["source"], w["table"], w["info"], w["counts"]]
+
+
+def refresh(ctx, state, w: dict) -> tuple:
+    """Values of :func:`outputs` when the project changes."""
     cats, sources = filters(ctx, state)
     rows, info = table(ctx, state)
     return (gr.update(choices=cats, value=""), gr.update(choices=sources, value=""), rows, info,

@@ -9,8 +9,9 @@ import gradio as gr
 
 from engine import workflow as wf
 from studio import figures
-from studio.common import Worker, err, explain, ok, project_id, session_of
+from studio.common import CancellableJob, Page, Worker, err, explain, ok, project_id, weights_note
 
+TITLE, TAB_ID = "5 Train", "train"
 MODES = ["hierarchical", "shared", "specific"]
 MAIN_FIELDS = ("epochs", "lr", "batch_size", "noise_std", "lambda1", "lambda2")
 
@@ -23,34 +24,24 @@ def _numeric_fields(cls) -> list[tuple[str, object]]:
 
 def config_fields() -> tuple[list, list]:
     """((name, default) of TrainConfig's numeric fields, of PromptLayout's block sizes)."""
-    from engine.prompts import PromptLayout
-    from engine.train import TrainConfig
-
-    return _numeric_fields(TrainConfig), _numeric_fields(PromptLayout)
+    return _numeric_fields(wf.TrainConfig), _numeric_fields(wf.PromptLayout)
 
 
 def make_config(values: dict, layout_values: dict, mode: str):
-    from engine.prompts import PromptLayout
-    from engine.train import TrainConfig
-
     def cast(default, v):
         return int(v) if isinstance(default, int) else float(v)
 
     tf, lf = config_fields()
-    layout = PromptLayout(**{n: cast(d, layout_values[n]) for n, d in lf if layout_values.get(n) is not None},
-                          mode=mode or "hierarchical")
+    layout = wf.PromptLayout(**{n: cast(d, layout_values[n]) for n, d in lf if layout_values.get(n) is not None},
+                             mode=mode or "hierarchical")
     kw = {n: cast(d, values[n]) for n, d in tf if values.get(n) is not None}
-    return TrainConfig(**kw, layout=layout)
+    return wf.TrainConfig(**kw, layout=layout)
 
 
 def device_text() -> str:
-    from engine.device import pick_device
-
-    dev = pick_device()
-    if dev.type == "cuda":
-        import torch
-
-        return f"Device: **CUDA** ({torch.cuda.get_device_name(dev)})"
+    kind, name = wf.device_description()
+    if kind == "cuda":
+        return f"Device: **CUDA** ({name})"
     return "Device: **CPU** (no CUDA device found)"
 
 
@@ -127,14 +118,9 @@ def run_curve(ctx, state, run_id):
 
 # ---- widgets and events ------------------------------------------------------------------------
 
-def build_train(ctx) -> dict:
+def build(ctx) -> dict:
     w: dict = {"cfg": {}, "layout": {}}
-    try:
-        tf, lf = config_fields()
-    except ImportError:
-        tf, lf = [], []
-    from studio.classify import weights_note
-
+    tf, lf = config_fields()
     spec = ctx.settings.backbone_spec()
     note = weights_note(spec)
     w["device"] = gr.Markdown(f"{device_text()} · CLIP: **{spec.model}/{spec.pretrained or 'random'}**"
@@ -172,32 +158,27 @@ def build_train(ctx) -> dict:
     return w
 
 
-def wire_train(ctx, w: dict, state) -> None:
+def wire(ctx, w: dict, page: Page) -> None:
+    state = page.state
     cfg_names, layout_names = list(w["cfg"]), list(w["layout"])
+    job = CancellableJob(ctx, "train")
 
-    def start(request: gr.Request, st, mode, *vals):  # request first: see knowledge.wire_knowledge
-        session = session_of(request)
+    def start(request: gr.Request, st, mode, *vals):  # request first: see knowledge.wire
         try:
             config = make_config(dict(zip(cfg_names, vals[:len(cfg_names)])),
                                  dict(zip(layout_names, vals[len(cfg_names):])), mode)
         except Exception as exc:
             yield explain(exc), gr.update()
             return
-        cancel = ctx.jobs.start(session, "train")
-        try:
+        with job.running(request) as cancel:
             for text, hist in run(ctx, st, config, cancel):
                 yield text, figures.loss_figure(hist)
-        finally:
-            ctx.jobs.finish(session, "train", cancel)
 
     inputs = [state, w["mode"]] + [w["cfg"][n] for n in cfg_names] + [w["layout"][n] for n in layout_names]
     w["start"].click(start, inputs, [w["status"], w["plot"]]).then(
         lambda st: past_runs(ctx, st), [state], [w["runs"]])
 
-    def cancel(request: gr.Request):
-        return ok("Cancelling...") if ctx.jobs.cancel(session_of(request), "train") else err("Nothing is running.")
-
-    w["cancel"].click(cancel, None, [w["status"]], queue=False)
+    job.wire_cancel(w["cancel"], w["status"])
 
     def on_select(rows, evt: gr.SelectData, st=None):
         if hasattr(rows, "values"):
@@ -209,6 +190,10 @@ def wire_train(ctx, w: dict, state) -> None:
         lambda st, r: run_curve(ctx, st, r), [state, sel_run], [w["run_plot"]])
 
 
-def refresh_train(ctx, state):
-    """Outputs for [runs, plot] when the project changes."""
+def outputs(w: dict) -> list:
+    return [w["runs"], w["plot"]]
+
+
+def refresh(ctx, state, w: dict) -> tuple:
+    """Values of :func:`outputs` when the project changes."""
     return past_runs(ctx, state), figures.loss_figure([])

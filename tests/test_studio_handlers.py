@@ -299,7 +299,9 @@ def test_missing_clip_weights_are_explained(ctx, trained, tmp_path, monkeypatch)
                                           clip_model="RN50", clip_pretrained="openai",
                                           clip_checkpoint=str(tmp_path / "missing.pt")),
                   store=ctx.store)
-    note = classify.weights_note(offline.settings.backbone_spec())
+    from studio.common import weights_note
+
+    note = weights_note(offline.settings.backbone_spec())
     assert "missing.pt" in note
     rows, msg = classify.classify(offline, trained, _images(tmp_path)[:1])
     assert msg.startswith("⚠️") and "missing.pt" in msg
