@@ -257,8 +257,10 @@ def cmd_new(args, store, stop):
 
 
 def cmd_list(args, store, stop):
-    for p in store.list_projects():
-        print(f"{p.id}\t{p.name}\t{len(store.list_categories(p.id))} categories")
+    from engine import workflow as wf
+
+    for p in wf.list_projects(store):
+        print(f"{p['id']}\t{p['name']}\t{p['n_categories']} categories")
     return 0
 
 

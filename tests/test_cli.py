@@ -183,6 +183,18 @@ def test_bad_input_one_clear_message(tmp_path, capsys, args, msg):
     assert rc == 2 and msg in out.err and "Traceback" not in out.err
 
 
+def test_storage_errors_are_user_errors(tmp_path, capsys):
+    """A StorageError (an SQLite file that is not a project database) is an EngineError: one
+    message, exit 2."""
+    import sqlite3
+
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE notes (t TEXT)")
+    rc, out = cli("--db", db, "list", capsys=capsys)
+    assert rc == 2 and "not an Image-Free Studio one" in out.err and "Traceback" not in out.err
+
+
 def test_train_without_sentences_is_refused(tmp_path, capsys):
     db = tmp_path / "s.db"
     assert main(["--db", str(db), "new", "p", "--names", "cat, dog"]) == 0

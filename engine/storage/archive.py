@@ -184,34 +184,7 @@ def _read_archive(path: Path, settings: StoreSettings) -> _Archive:
     except (zipfile.BadZipFile, OSError) as exc:
         refuse(f"not a project archive (zip) ({exc}).")
     with z:
-        infos = z.infolist()
-        if len(infos) > settings.max_members:
-            refuse(f"{len(infos)} members (limit {settings.max_members}).")
-        total = 0
-        names = set()
-        for info in infos:
-            n = info.filename
-            pp = PurePosixPath(n)
-            if (not n or n.startswith(("/", "\\")) or "\\" in n or ".." in pp.parts or ":" in n
-                    or "\x00" in n or pp.is_absolute()):
-                refuse(f"member {n!r} has a path that escapes the target folder.")
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                refuse(f"member {n!r} is a symbolic link.")
-            if info.is_dir():
-                refuse(f"member {n!r} is a directory entry; archives hold files only.")
-            if n in names:
-                refuse(f"member {n!r} appears twice.")
-            names.add(n)
-            if info.file_size > settings.max_member_bytes:
-                refuse(f"member {n!r} is {info.file_size} bytes (limit {settings.max_member_bytes}, "
-                       f"StoreSettings.max_member_bytes).")
-            total += info.file_size
-            if total > settings.max_archive_bytes:
-                refuse(f"members total over {settings.max_archive_bytes} bytes (StoreSettings.max_archive_bytes).")
-            if n not in ("manifest.json", "rows.json") and not (
-                    len(pp.parts) == 2 and pp.parts[0] == "files" and pp.parts[1] == _safe_basename(pp.parts[1])):
-                refuse(f"unexpected member {n!r}.")
+        names = _check_members(z.infolist(), settings, refuse)
 
         def read(n: str) -> bytes:
             try:
@@ -254,6 +227,40 @@ def _read_archive(path: Path, settings: StoreSettings) -> _Archive:
         if extra:
             refuse(f"unexpected member(s) {sorted(extra)}.")
         return _Archive(manifest, rows, files)
+
+
+
+def _check_members(infos, settings: StoreSettings, refuse) -> set[str]:
+    """The member names, after refusing: too many or too large members, paths that escape the
+    folder, links, directories, duplicates and anything but manifest.json, rows.json, files/*."""
+    if len(infos) > settings.max_members:
+        refuse(f"{len(infos)} members (limit {settings.max_members}).")
+    total = 0
+    names = set()
+    for info in infos:
+        n = info.filename
+        pp = PurePosixPath(n)
+        if (not n or n.startswith(("/", "\\")) or "\\" in n or ".." in pp.parts or ":" in n
+                or "\x00" in n or pp.is_absolute()):
+            refuse(f"member {n!r} has a path that escapes the target folder.")
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            refuse(f"member {n!r} is a symbolic link.")
+        if info.is_dir():
+            refuse(f"member {n!r} is a directory entry; archives hold files only.")
+        if n in names:
+            refuse(f"member {n!r} appears twice.")
+        names.add(n)
+        if info.file_size > settings.max_member_bytes:
+            refuse(f"member {n!r} is {info.file_size} bytes (limit {settings.max_member_bytes}, "
+                   f"StoreSettings.max_member_bytes).")
+        total += info.file_size
+        if total > settings.max_archive_bytes:
+            refuse(f"members total over {settings.max_archive_bytes} bytes (StoreSettings.max_archive_bytes).")
+        if n not in ("manifest.json", "rows.json") and not (
+                len(pp.parts) == 2 and pp.parts[0] == "files" and pp.parts[1] == _safe_basename(pp.parts[1])):
+            refuse(f"unexpected member {n!r}.")
+    return names
 
 
 def _validate_rows(rows, version: int, refuse) -> dict:
@@ -322,6 +329,13 @@ def _validate_rows(rows, version: int, refuse) -> dict:
         if any(not isinstance(i, int) for i in ids) or len(set(ids)) != len(ids):
             refuse(f"{table} rows need distinct integer ids.")
         out[table] = checked
+    _check_references(out, refuse)
+    return out
+
+
+def _check_references(out: dict, refuse) -> None:
+    """Refuse rows that refer to rows not in the archive, unknown edge origins and run statuses,
+    and two categories of one name."""
     run_ids = {r["id"] for r in out["run"]}
     clf_ids = {r["id"] for r in out["classifier"]}
     if any(r.get("run_id") not in run_ids for r in out["run_step"]):
@@ -339,4 +353,3 @@ def _validate_rows(rows, version: int, refuse) -> dict:
     names = [r["name"] for r in out["category"]]
     if len(set(names)) != len(names):
         refuse("two categories share a name.")
-    return out
