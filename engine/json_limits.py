@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from engine.errors import EngineError
+
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
-class JsonLimitError(ValueError):
+class JsonLimitError(EngineError, ValueError):
     """JSON beyond a limit (nesting, number range, non-finite number); one sentence."""
 
 

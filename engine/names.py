@@ -19,6 +19,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Iterable
 
+from engine.errors import EngineError
+
 BOM = "\ufeff"
 MAX_NAME_LENGTH = 64
 MAX_PROJECT_NAME_LENGTH = 100
@@ -28,7 +30,7 @@ _REFUSED_CATEGORIES = {"Cc": "a control character", "Cf": "an invisible formatti
                        "Cs": "an unpaired surrogate", "Zl": "a line separator", "Zp": "a paragraph separator"}
 
 
-class NameRuleError(ValueError):
+class NameRuleError(EngineError, ValueError):
     """A name the rule refuses; the message (one sentence) says which name and why."""
 
 
