@@ -57,9 +57,20 @@ def _sets(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"override any {what} field (repeatable), e.g. --set epochs=1")
 
 
+class UsageError(SystemExit):
+    """A command line that cannot run (a bad --set, an out-of-range number): one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage block) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="image-free", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="image-free", description=__doc__.split("\n\n")[0],
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_global(ap, suppress=False)
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -158,15 +169,24 @@ def apply_sets(obj, sets: list[str]):
     for item in sets or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"error: --set {item!r} is not KEY=VALUE")
-        obj = _set_path(obj, key.strip().split("."), value.strip())
+            raise UsageError(f"--set {item!r} is not KEY=VALUE")
+        try:
+            obj = _set_path(obj, key.strip().split("."), value.strip())
+        except (ValueError, TypeError) as exc:  # the settings' own validation
+            raise UsageError(f"--set {item}: {exc}") from None
+    validate = getattr(obj, "validate", None)
+    if sets and callable(validate):
+        try:
+            validate()
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"--set: {exc}") from None
     return obj
 
 
 def _set_path(obj, path, value):
     names = {f.name for f in dataclasses.fields(obj)}
     if path[0] not in names:
-        raise SystemExit(f"error: unknown setting {path[0]!r}; known: {', '.join(sorted(names))}")
+        raise UsageError(f"unknown setting {path[0]!r}; known: {', '.join(sorted(names))}")
     cur = getattr(obj, path[0])
     if len(path) > 1:
         new = _set_path(cur, path[1:], value)
@@ -174,7 +194,7 @@ def _set_path(obj, path, value):
         try:
             new = _coerce(value, cur)
         except ValueError as exc:
-            raise SystemExit(f"error: --set {path[0]}={value}: {exc}")
+            raise UsageError(f"--set {path[0]}={value}: {exc}") from None
     return dataclasses.replace(obj, **{path[0]: new})
 
 
@@ -310,7 +330,10 @@ def cmd_train(args, store, stop):
     cfg = TrainConfig()
     for opt, field in (("epochs", "epochs"), ("lr", "lr"), ("batch_size", "batch_size"), ("seed", "seed")):
         if getattr(args, opt) is not None:
-            cfg = dataclasses.replace(cfg, **{field: getattr(args, opt)})
+            try:
+                cfg = dataclasses.replace(cfg, **{field: getattr(args, opt)})
+            except (ValueError, TypeError) as exc:
+                raise UsageError(f"--{opt.replace('_', '-')}: {exc}") from None
     cfg = apply_sets(cfg, args.sets)
     bar = _bar(args, None, "train", "step")
 
@@ -436,14 +459,41 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = StopFlag().install()
     try:
+        _check_numbers(args)
+        if args.device:
+            from engine.device import parse_device
+
+            parse_device(args.device)  # an unknown device fails here, before any work
         store = wf.open_store(args.db)
         return COMMANDS[args.command](args, store, stop)
-    except (EngineError, FileNotFoundError) as exc:  # a message for the user, exit 2
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (EngineError, OSError) as exc:  # a message for the user, exit 2
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("aborted", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# Ranges of the numeric options: (attribute, option as typed, lowest, highest)
+_NUMBER_RANGES = (("top_k", "--top-k", 1, 100_000), ("k", "-k", 1, 100_000), ("tau", "--tau", 0, 1_000_000_000),
+                  ("epochs", "--epochs", 1, 1_000_000), ("batch_size", "--batch-size", 1, 1_000_000),
+                  ("workers", "--workers", 0, 256), ("seed", "--seed", 0, 2 ** 32 - 1), ("llm_threads", "--llm-threads", 1, 1024))
+
+
+def _check_numbers(args) -> None:
+    """Every numeric option within its range, before anything is loaded or written."""
+    for attr, option, low, high in _NUMBER_RANGES:
+        value = getattr(args, attr, None)
+        if value is not None and not low <= value <= high:
+            raise UsageError(f"{option} must lie between {low} and {high:,}, not {value}.")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ def evaluate_project(store, project_id: int, dataset: str | Path | LabelledSet, 
     from engine.clip_backbone import load_backbone
     from engine.metrics import evaluate_scores
 
+    if int(k) < 1:
+        raise WorkflowError(f"k (the top-k of the F1 figures) must be at least 1, not {k}.")
     cats = store.list_categories(project_id)
     names = [c.name for c in cats]
     aliases = {c.name: list(c.synonyms or []) for c in cats}

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from engine.workflow.base import SETTINGS, WorkflowError
 
+MAX_TAU = 1_000_000_000  # a co-occurrence count no project reaches; beyond it a typo
+
 
 @dataclass
 class GraphView:
@@ -24,6 +26,8 @@ def recompute_graph(store, project_id: int, tau: int | None = None) -> GraphView
     from engine.graph import build_graph, cooccurrence, maximal_cliques
 
     tau = SETTINGS.tau if tau is None else int(tau)
+    if not 0 <= tau <= MAX_TAU:
+        raise WorkflowError(f"The threshold tau must lie between 0 and {MAX_TAU:,} sentences, not {tau}.")
     names = [c.name for c in store.list_categories(project_id)]
     labels = [s.labels for s in store.list_sentences(project_id, enabled_only=True)]
     weights = cooccurrence(labels, names)
