@@ -3,7 +3,6 @@ the rows."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Callable, Iterable
 
 from engine.datasets import LoaderSettings, list_images
 from engine.workflow.base import WorkflowError
+from engine.workflow.predict_output import csv_header, done_files, file_key
 from engine.workflow.scoring import project_backbone_spec, project_classifiers, stream_scores
 
 
@@ -27,31 +27,6 @@ class PredictSummary:
     skipped: int = 0
     cancelled: bool = False
     rows: list = field(default_factory=list)
-
-
-def _done_files(path: Path, fmt: str) -> set[str]:
-    """Files already present in an earlier output (scored or reported), for resuming. A torn last
-    line (killed mid-write) is dropped so the file is rewritten cleanly."""
-    done: set[str] = set()
-    if not path.exists() or path.stat().st_size == 0:
-        return done
-    raw = path.read_bytes()
-    if not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        path.write_bytes(raw)
-    text = raw.decode("utf-8", errors="replace")
-    if fmt == "jsonl":
-        for line in text.splitlines():
-            try:
-                done.add(json.loads(line)["file"])
-            except (ValueError, KeyError, TypeError):
-                continue
-    else:
-        rows = list(csv.reader(io.StringIO(text)))
-        for r in rows[1:]:
-            if r:
-                done.add(r[0])
-    return done
 
 
 def _top_k(row, categories, k):
@@ -79,15 +54,6 @@ def predict_rows(categories: list[str], indices, scores: dict, files, top_k: int
     return rows
 
 
-def _csv_header(categories, names):
-    head = ["file", "status", "error"]
-    for n in names:
-        head.append(f"{n}_top_k")
-    for n in names:
-        head += [f"{n}:{c}" for c in categories]
-    return head
-
-
 def _csv_line(row, categories, names):
     out = [row["file"], row["status"], row["error"]]
     for n in names:
@@ -100,6 +66,8 @@ def _csv_line(row, categories, names):
 
 
 def _output_format(output: Path | None, fmt: str | None) -> str:
+    if output is not None and output.is_dir():
+        raise WorkflowError(f"The output {output} is a folder; name a .csv or .jsonl file.")
     fmt = (fmt or (output.suffix.lstrip(".") if output else "jsonl")).lower()
     fmt = {"json": "jsonl", "ndjson": "jsonl"}.get(fmt, fmt)
     if fmt not in ("csv", "jsonl"):
@@ -112,13 +80,20 @@ def predict_with(backbone, classifiers: dict, categories: list[str], inputs: Ite
                  loader: LoaderSettings | None = None, on_progress: Callable | None = None,
                  should_stop: Callable | None = None) -> PredictSummary:
     """The predict pipeline over given classifiers (see :func:`predict_files`)."""
-    files = [str(f) for f in list_images(inputs)]
+    if int(top_k) < 1:
+        raise WorkflowError(f"top-k must be at least 1, not {top_k}.")
     out = Path(output) if output else None
     fmt = _output_format(out, fmt)
-    done = _done_files(out, fmt) if out else set()
-    todo = [f for f in files if f not in done]
-    summary = PredictSummary(out, len(files), skipped=len(files) - len(todo))
     names = list(classifiers)
+    keyed: dict[str, tuple[str, str | None]] = {}  # key -> (path to read, error); one row per file
+    for f in list_images(inputs):
+        key, error = file_key(f)
+        keyed.setdefault(key, (str(f), error))
+    done = done_files(out, fmt, categories, names) if out else set()
+    todo = [k for k in keyed if k not in done]
+    summary = PredictSummary(out, len(keyed), skipped=len(keyed) - len(todo))
+    named_badly = [{"file": k, "status": "error", "error": keyed[k][1]} for k in todo if keyed[k][1]]
+    todo = [k for k in todo if not keyed[k][1]]
     fh = writer = None
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,27 +102,35 @@ def predict_with(backbone, classifiers: dict, categories: list[str], inputs: Ite
         if fmt == "csv":
             writer = csv.writer(fh)
             if new:
-                writer.writerow(_csv_header(categories, names))
+                writer.writerow(csv_header(categories, names))
+
+    def emit(rows):
+        if fh is None:
+            summary.rows.extend(rows)
+            return
+        for r in rows:
+            if writer is not None:
+                writer.writerow(_csv_line(r, categories, names))
+            else:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
     try:
+        if named_badly:
+            emit(named_badly)
+            summary.failed += len(named_badly)
         if on_progress:
-            on_progress(summary.skipped, summary.total)
-        for indices, scores, failures in stream_scores(backbone, classifiers, todo, loader, should_stop):
+            on_progress(summary.skipped + summary.failed, summary.total)
+        paths = [keyed[k][0] for k in todo]
+        for indices, scores, failures in stream_scores(backbone, classifiers, paths, loader, should_stop):
             rows = predict_rows(categories, indices, scores, todo, top_k) if indices else []
             order = list(indices) + [i for i, _ in failures]
             rows += [{"file": todo[i], "status": "error", "error": err} for i, err in failures]
             rows = [r for _, r in sorted(zip(order, rows), key=lambda t: t[0])]
             summary.scored += len(indices)
             summary.failed += len(failures)
-            if fh is None:
-                summary.rows.extend(rows)
-            else:
-                for r in rows:
-                    if writer is not None:
-                        writer.writerow(_csv_line(r, categories, names))
-                    else:
-                        fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            emit(rows)
             if on_progress:
                 on_progress(summary.skipped + summary.scored + summary.failed, summary.total)
         summary.cancelled = summary.skipped + summary.scored + summary.failed < summary.total
@@ -177,6 +160,8 @@ def predict_files(store, project_id: int, inputs: Iterable[str | Path], output: 
     from engine.clip_backbone import load_backbone
 
     _output_format(Path(output) if output else None, fmt)  # fail before loading anything
+    if int(top_k) < 1:
+        raise WorkflowError(f"top-k must be at least 1, not {top_k}.")
     inputs = list_images(inputs)
     spec = project_backbone_spec(store, project_id, backbone_spec)
     backbone = load_backbone(spec, device=device)
