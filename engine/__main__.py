@@ -57,13 +57,16 @@ def _sets(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"override any {what} field (repeatable), e.g. --set epochs=1")
 
 
-class UsageError(SystemExit):
-    """A command line that cannot run (a bad --set, an out-of-range number): one line, exit 2."""
+class UsageError(EngineError, SystemExit):
+    """A command line that cannot run (bad --set, a number out of range): one line, exit 2."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.code = 2  # a SystemExit too: outside main() it still stops with status 2
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (no usage block) and exit status 2."""
-
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
@@ -174,12 +177,11 @@ def apply_sets(obj, sets: list[str]):
             obj = _set_path(obj, key.strip().split("."), value.strip())
         except (ValueError, TypeError) as exc:  # the settings' own validation
             raise UsageError(f"--set {item}: {exc}") from None
-    validate = getattr(obj, "validate", None)
-    if sets and callable(validate):
-        try:
-            validate()
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"--set: {exc}") from None
+    try:
+        if sets and callable(getattr(obj, "validate", None)):
+            obj.validate()
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--set: {exc}") from None
     return obj
 
 
@@ -459,11 +461,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = StopFlag().install()
     try:
-        _check_numbers(args)
-        if args.device:
-            from engine.device import parse_device
-
-            parse_device(args.device)  # an unknown device fails here, before any work
+        _check_options(args)
         store = wf.open_store(args.db)
         return COMMANDS[args.command](args, store, stop)
     except UsageError as exc:
@@ -478,8 +476,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # Ranges of the numeric options: (attribute, option as typed, lowest, highest)
@@ -488,8 +485,11 @@ _NUMBER_RANGES = (("top_k", "--top-k", 1, 100_000), ("k", "-k", 1, 100_000), ("t
                   ("workers", "--workers", 0, 256), ("seed", "--seed", 0, 2 ** 32 - 1), ("llm_threads", "--llm-threads", 1, 1024))
 
 
-def _check_numbers(args) -> None:
-    """Every numeric option within its range, before anything is loaded or written."""
+def _check_options(args) -> None:
+    """The device exists and every numeric option lies in its range, before any work."""
+    if args.device:
+        from engine.device import parse_device
+        parse_device(args.device)
     for attr, option, low, high in _NUMBER_RANGES:
         value = getattr(args, attr, None)
         if value is not None and not low <= value <= high:
