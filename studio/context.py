@@ -31,11 +31,12 @@ class StudioSettings:
     clip_model: str = "RN50"
     clip_pretrained: str | None = "openai"
     clip_checkpoint: str | None = None
-    llm_kind: str = "bundled"             # bundled | gguf | openai
+    llm_kind: str = "bundled"             # bundled | gguf | openai | replay
     llm_name: str = "smollm2"             # bundled model: smollm2 | gemma3
     llm_path: str | None = None           # gguf file
     llm_base_url: str | None = None       # OpenAI-compatible endpoint
     llm_model: str | None = None
+    llm_replay: str | None = None         # recording of real answers (llm_kind "replay")
     host: str = "127.0.0.1"
     port: int = 7860
     max_categories: int = 200
@@ -64,7 +65,8 @@ class StudioSettings:
         if llm:
             kw["llm_kind"] = llm
         for key, name in (("IFS_LLM_NAME", "llm_name"), ("IFS_LLM_PATH", "llm_path"),
-                          ("IFS_LLM_BASE_URL", "llm_base_url"), ("IFS_LLM_MODEL", "llm_model")):
+                          ("IFS_LLM_BASE_URL", "llm_base_url"), ("IFS_LLM_MODEL", "llm_model"),
+                          ("IFS_LLM_REPLAY", "llm_replay")):
             if env.get(key):
                 kw[name] = env[key]
         host = env.get("IFS_HOST") or env.get("GRADIO_SERVER_NAME")
@@ -90,8 +92,10 @@ class StudioSettings:
                  base_url: str | None = None, model: str | None = None):
         from engine.workflow import LLMSpec
 
-        return LLMSpec(kind=kind or self.llm_kind, name=name or self.llm_name,
-                       path=path or self.llm_path, base_url=base_url or self.llm_base_url,
+        kind = kind or self.llm_kind
+        default_path = self.llm_replay if kind == "replay" else self.llm_path
+        return LLMSpec(kind=kind, name=name or self.llm_name,
+                       path=path or default_path, base_url=base_url or self.llm_base_url,
                        model=model or self.llm_model)
 
 

@@ -158,7 +158,8 @@ def build(ctx) -> dict:
     w: dict = {}
     s = ctx.settings
     with gr.Row():
-        w["llm_kind"] = gr.Radio(LLM_KINDS, value=s.llm_kind, label="LLM", elem_id="llm-kind")
+        replay = [("Recorded answers (replay)", "replay")] if s.llm_kind == "replay" else []
+        w["llm_kind"] = gr.Radio(LLM_KINDS + replay, value=s.llm_kind, label="LLM", elem_id="llm-kind")
         w["llm_name"] = gr.Dropdown(BUNDLED, value=s.llm_name, label="Bundled model")
         w["llm_path"] = gr.Textbox(value=s.llm_path or "", label="GGUF file path")
         w["llm_url"] = gr.Textbox(value=s.llm_base_url or "", label="Endpoint base URL")
