@@ -44,8 +44,7 @@ def _add_global(p: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--clip-checkpoint", default=d, help="local CLIP weights file")
     g.add_argument("--llm", default=d, help="bundled LLM: smollm2 or gemma3 (default smollm2)")
     g.add_argument("--gguf", default=d, help="path of any GGUF model file (llama.cpp)")
-    g.add_argument("--llm-replay", default=d, help="a recording of real LLM answers to replay "
-                   "instead of asking a model (engine.llm_replay; tests)")
+    g.add_argument("--llm-replay", default=d, help="recording of real LLM answers to replay (tests)")
     g.add_argument("--openai-base-url", default=d, help="OpenAI-compatible server, e.g. http://host:8000/v1")
     g.add_argument("--openai-model", default=d, help="model name on that server")
     g.add_argument("--openai-api-key", default=d, help="API key (default: $OPENAI_API_KEY)")
@@ -224,10 +223,9 @@ def llm_spec(args):
     if args.openai_base_url:
         return LLMSpec(kind="openai", base_url=args.openai_base_url, model=args.openai_model,
                        api_key=args.openai_api_key or os.environ.get("OPENAI_API_KEY"), **extra)
-    if args.gguf:
-        return LLMSpec(kind="gguf", path=args.gguf, **extra)
-    if args.llm_replay:
-        return LLMSpec(kind="replay", path=args.llm_replay, name=args.llm or "smollm2", **extra)
+    if args.gguf or args.llm_replay:
+        return LLMSpec(kind="gguf" if args.gguf else "replay", path=args.gguf or args.llm_replay,
+                       name=args.llm or "smollm2", **extra)
     return LLMSpec(kind="bundled", name=args.llm or "smollm2", **extra)
 
 
