@@ -123,8 +123,12 @@ def test_modules_and_functions_stay_small():
                 length = node.end_lineno - node.lineno + 1
                 if length > MAX_FUNCTION_LINES:
                     long_functions[(rel(path), node.name)] = length
-    assert set(long_modules) == set(LONG_MODULES), f"modules over {MAX_MODULE_LINES} lines: {long_modules}"
-    assert set(long_functions) == set(LONG_FUNCTIONS), f"functions over {MAX_FUNCTION_LINES} lines: {long_functions}"
+    new_modules = {k: v for k, v in long_modules.items() if k not in LONG_MODULES}
+    new_functions = {k: v for k, v in long_functions.items() if k not in LONG_FUNCTIONS}
+    assert not new_modules, f"modules over {MAX_MODULE_LINES} lines: {new_modules}"
+    assert not new_functions, f"functions over {MAX_FUNCTION_LINES} lines: {new_functions}"
+    fixed = sorted(set(LONG_MODULES) - set(long_modules)) + sorted(set(LONG_FUNCTIONS) - set(long_functions))
+    assert not fixed, f"no longer too long, remove from LONG_MODULES / LONG_FUNCTIONS here: {fixed}"
 
 
 def test_no_name_says_who_calls_it():

@@ -217,6 +217,34 @@ def test_sentences_filters_edits_counts(store):
         store.update_sentence(sid, text="gone")
 
 
+def test_queries_answered_in_sql(store):
+    """What the workflow asks the store instead of filtering rows in Python: categories per
+    project, one category's attributes replaced, steps per run, case-folded search."""
+    a = store.create_project("a", categories=["cup", "knife", "oven"])
+    b = store.create_project("b", categories=["pan"])
+    store.create_project("empty")
+    assert store.category_counts() == {a: 3, b: 1}
+    store.replace_attributes(a, [dict(category="cup", text="round"), dict(category="knife", text="sharp"),
+                                 dict(category=None, text="in a kitchen")])
+    store.replace_attributes(a, [dict(category="cup", text="deep", edited=True)], category="cup")
+    assert [(x.category, x.text) for x in store.list_attributes(a)] == [
+        ("knife", "sharp"), (None, "in a kitchen"), ("cup", "deep")]
+    store.replace_attributes(a, [], category=None)  # the common ones only
+    assert [(x.category, x.text) for x in store.list_attributes(a)] == [("knife", "sharp"), ("cup", "deep")]
+    run, idle = store.create_run(a, {}), store.create_run(a, {})
+    other = store.create_run(b, {})
+    store.add_run_steps(run, [{"step": 1, "total": 2.0}, {"step": 2, "total": 1.5, "lr": 0.1}])
+    store.add_run_steps(other, [{"step": 1, "total": 9.0}])
+    assert store.run_step_summaries(a) == {run: (2, store.run_steps(run)[-1])}
+    assert store.run_step_summaries(a)[run][1] == {"step": 2, "total": 1.5, "lr": 0.1} and idle not in store.run_step_summaries(a)
+    store.replace_sentences(a, [dict(text="Die STRASSE ist nass", labels=["cup"]),
+                                dict(text="Élan of a cup", labels=["cup"]), dict(text="a knife", labels=["knife"])])
+    # Python's casefold, not SQLite's ASCII-only lower(): ß matches SS, É matches é
+    assert [s.text for s in store.list_sentences(a, search="straße")] == ["Die STRASSE ist nass"]
+    assert [s.text for s in store.list_sentences(a, search="élan")] == ["Élan of a cup"]
+    assert store.count_sentences(a, search="ÉLAN") == 1
+
+
 def test_graph_user_edits_survive_recompute(store):
     pid = store.create_project("p")
     store.set_graph(pid, {("cup", "knife"): 4, ("knife", "cup"): 1, ("oven", "cup"): 2}, tau=3,
