@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = ROOT / "engine"
 STUDIO = ROOT / "studio"
-MAX_MODULE_LINES = 500
+MAX_MODULE_LINES = 500  # non-blank lines
 MAX_FUNCTION_LINES = 80
 # Known exceptions, each with its reason; the test fails when one is no longer over the limit
 # (then remove it here), so the list only shrinks.
@@ -115,7 +115,7 @@ def test_modules_and_functions_stay_small():
     long_modules, long_functions = {}, {}
     for path in sources(ENGINE) + sources(STUDIO) + [ROOT / "app.py"]:
         text = path.read_text()
-        n = len(text.splitlines())
+        n = sum(1 for line in text.splitlines() if line.strip())  # blank lines do not count
         if n > MAX_MODULE_LINES:
             long_modules[rel(path)] = n
         for node in ast.walk(ast.parse(text)):
