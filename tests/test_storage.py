@@ -243,6 +243,12 @@ def test_queries_answered_in_sql(store):
     assert [s.text for s in store.list_sentences(a, search="straße")] == ["Die STRASSE ist nass"]
     assert [s.text for s in store.list_sentences(a, search="élan")] == ["Élan of a cup"]
     assert store.count_sentences(a, search="ÉLAN") == 1
+    sid = store.list_sentences(a)[2].id
+    store.update_sentence(sid, text="a sharp knife")
+    store.add_sentences(a, [dict(text="my own", labels=["cup"], source="user")])
+    assert [s.text for s in store.list_sentences(a, by_user=True)] == ["a sharp knife", "my own"]
+    assert store.find_category(a, "knife").name == "knife" and store.find_category(a, "Knife") is None
+    assert store.find_category(b, "knife") is None
 
 
 def test_graph_user_edits_survive_recompute(store):

@@ -117,12 +117,14 @@ class KnowledgeTables(Database):
 
     def list_sentences(self, project_id: int, enabled_only: bool = False, category: str | None = None,
                        source: str | None = None, search: str | None = None, asked: str | None = None,
-                       limit: int | None = None, offset: int = 0) -> list[Sentence]:
+                       limit: int | None = None, offset: int = 0, by_user: bool = False) -> list[Sentence]:
         """Sentences in insertion order, filtered by: enabled, ``category`` (among the labels),
         ``source`` (question), ``search`` (case-insensitive substring), ``asked`` (the category the
-        question was about)."""
+        question was about), ``by_user`` (the person's own: edited, or added by hand, source "user")."""
         with self._session(write=False) as s:
             q = self._sentence_query(project_id, enabled_only, category, source, search, asked)
+            if by_user:
+                q = q.where((Sentence.edited.is_(True)) | (Sentence.source == "user"))
             q = q.order_by(Sentence.id).offset(offset)
             if limit is not None:
                 q = q.limit(limit)

@@ -150,6 +150,12 @@ class ProjectTables(Database):
             return list(s.execute(select(Category).where(Category.project_id == project_id)
                                .order_by(Category.position, Category.id)).scalars())
 
+    def find_category(self, project_id: int, name: str) -> Category | None:
+        """The project's category called ``name`` (exact), or None."""
+        with self._session(write=False) as s:
+            return s.execute(select(Category).where(Category.project_id == project_id,
+                                                    Category.name == name)).scalars().first()
+
     def get_category(self, category_id: int) -> Category:
         with self._session(write=False) as s:
             return self._get(s, Category, category_id, "Category")

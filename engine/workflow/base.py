@@ -61,7 +61,7 @@ def project_dir(store, project_id: int) -> Path:
 
 def get_category(store, project_id: int, name: str):
     """The category row called ``name`` (raises WorkflowError when the project has none)."""
-    for c in store.list_categories(project_id):
-        if c.name == name:
-            return c
-    raise WorkflowError(f"The project has no category {name!r}.")
+    c = store.find_category(project_id, name)
+    if c is None:
+        raise WorkflowError(f"The project has no category {name!r}.")
+    return c

@@ -79,7 +79,7 @@ def store_knowledge(store, project_id: int, k: dict) -> None:
         rows.append(dict(category=None, text=a, kept=edited.get((None, a), True), edited=(None, a) in edited))
     store.replace_attributes(project_id, rows)
     # the user's edited or hand-added sentences survive a regeneration
-    mine = [s_ for s_ in store.list_sentences(project_id) if s_.edited or s_.source == "user"]
+    mine = store.list_sentences(project_id, by_user=True)
     have = {s_.text.casefold() for s_ in mine}
     rows = [dict(text=s_.text, labels=list(s_.labels), source=s_.source, category=s_.category,
                  enabled=s_.enabled, edited=s_.edited) for s_ in mine]
