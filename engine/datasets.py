@@ -321,6 +321,20 @@ def read_labelled_set(path: str | Path, image_dir: str | Path | None = None,
     return read_csv(path, image_dir, categories, aliases)
 
 
+def require_images(data: LabelledSet, where: str | None = None) -> None:
+    """Raise :class:`DatasetError` when not one image of ``data`` exists, naming where they were
+    looked for (``where``, else the folder(s) the label file points into)."""
+    if not data.images or any(Path(p).exists() for p in data.images):
+        return
+    hint = "" if where else " Give the image folder that holds them."
+    if where is None:
+        folders = list(dict.fromkeys(str(Path(p).parent) for p in data.images))
+        where = f"the folder {folders[0]}" if len(folders) == 1 else \
+            f"the folders {', '.join(folders[:3])}" + (" ..." if len(folders) > 3 else "")
+    raise DatasetError(f"None of the {len(data.images)} images listed in {Path(data.source).name} is in "
+                       f"{where} (first one looked for: {Path(data.images[0]).name}).{hint}")
+
+
 # --------------------------------------------------------------------------------------------------
 # Streaming images
 # --------------------------------------------------------------------------------------------------
