@@ -145,3 +145,22 @@ def within_image_scale(scores: Mapping[str, float]) -> dict[str, float]:
     lo, hi = min(scores.values()), max(scores.values())
     span = hi - lo
     return {c: (1.0 if span <= 0 else (float(v) - lo) / span) for c, v in scores.items()}
+
+
+def label_chips(scores: Mapping[str, float], k: int, calibration: Calibration | None = None
+                ) -> list[tuple[str, float, bool]]:
+    """One image's top-``k`` labels as ``(category, confidence 0-1, over its threshold)``, best
+    first. With a calibration the confidence is the calibrated probability and the flag compares
+    the score with the category's threshold; without one the confidence is
+    :func:`within_image_scale` and no label is flagged (there is no threshold to compare with)."""
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])[:max(0, int(k))]
+    if calibration is None:
+        scale = within_image_scale(scores)
+        return [(c, scale[c], False) for c, _ in ranked]
+    out = []
+    for c, s in ranked:
+        if c in calibration.slope:
+            out.append((c, calibration.probability(c, s), s >= calibration.thresholds[c]))
+        else:
+            out.append((c, within_image_scale(scores)[c], False))
+    return out

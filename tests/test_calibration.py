@@ -4,7 +4,7 @@ within-image scale is a 0-1 ranking."""
 import numpy as np
 import pytest
 
-from engine.calibration import (Calibration, CalibrationSettings, fit_calibration,
+from engine.calibration import (Calibration, CalibrationSettings, fit_calibration, label_chips,
                                 within_image_scale)
 
 CATS = ["cat", "dog", "sofa"]
@@ -90,3 +90,15 @@ def test_within_image_scale_is_a_ranking_on_0_1():
     assert out == {"cat": 0.0, "dog": 1.0, "sofa": pytest.approx(0.5)}
     assert within_image_scale({"cat": 0.2}) == {"cat": 1.0}
     assert within_image_scale({}) == {}
+
+
+def test_label_chips_with_and_without_calibration():
+    scores = {"cat": 0.31, "dog": 0.12, "sofa": 0.22}
+    plain = label_chips(scores, 2)
+    assert plain == [("cat", 1.0, False), ("sofa", pytest.approx(10 / 19), False)]
+    cal = Calibration(CATS, {c: 40.0 for c in CATS}, {c: -8.0 for c in CATS},
+                      {c: 0.2 for c in CATS}, "set.csv", 10)
+    chips = label_chips(scores, 3, cal)
+    assert [c for c, _, _ in chips] == ["cat", "sofa", "dog"]
+    assert [on for _, _, on in chips] == [True, True, False]
+    assert chips[0][1] == pytest.approx(1 / (1 + np.exp(-(40 * 0.31 - 8))))
