@@ -23,11 +23,12 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
 from engine.datasets import IMAGE_EXTENSIONS, LabelledSet, read_labelled_set, require_images
+from engine.errors import EngineError
 
 LABEL_EXTENSIONS = (".csv", ".tsv", ".txt", ".json")
 
 
-class UploadError(ValueError):
+class UploadError(EngineError, ValueError):
     """An upload that cannot be used at all; the message says which file and why."""
 
 

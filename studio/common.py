@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import queue
+import re
 import threading
 import time
 import traceback
@@ -36,8 +37,40 @@ def explain(exc: BaseException) -> str:
     return err(msg)
 
 
-def esc(text) -> str:
-    return html.escape(str(text))
+# User text (category, project and file names, sentences) is data, never markup: Gradio's
+# Markdown renders Markdown and HTML, gr.HTML renders HTML, and plotly renders a subset of HTML in
+# every label. A category named "<b>bold cat</b>" or "<img src=x>" shows exactly those characters
+# because every piece of user text goes through one of these before it reaches a widget:
+# md() in Markdown (HTML-escaped, then Markdown punctuation backslash-escaped: CommonMark shows
+# an escaped punctuation character literally), html_text() in HTML text and attribute values,
+# plot_text() in plotly labels, legends, hover text and ticks (plotly decodes &lt; &gt; &amp;).
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>$^=:])")
+
+
+def html_text(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+esc = html_text
+
+
+def md(text) -> str:
+    """``text`` for a Markdown widget: shows literally, on one line."""
+    one_line = " ".join(str(text).split())
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(one_line, quote=False))
+
+
+def plot_text(text) -> str:
+    return html.escape(str(text), quote=False)
+
+
+def md_list(names, limit: int | None = None) -> str:
+    """Comma-separated names for Markdown, ``...`` after ``limit``."""
+    names = list(names)
+    shown = names if limit is None else names[:limit]
+    more = " ..." if limit is not None and len(names) > limit else ""
+    return ", ".join(md(n) for n in shown) + more
 
 
 def project_id(browser_state) -> int | None:

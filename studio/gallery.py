@@ -4,17 +4,13 @@ prompts' chips beside on demand, and a card with the reason for a file that coul
 
 Pure functions: prepared cards in, HTML out (every name escaped: user text is data).
 
-A card: ``{"name": str, "file": path | None, "error": str | None,
+A card: ``{"name": str, "thumb": data URI | None, "error": str | None,
 "chips": {"tuned"|"handcrafted": [(label, confidence 0-1, over threshold: bool)]}}``.
 """
 from __future__ import annotations
 
-import base64
-import io
+from studio.common import html_text
 
-from studio.safe_text import html_text
-
-THUMB_PX = 128
 MAX_CARDS = 300
 KIND_TITLE = {"tuned": "tuned prompts", "handcrafted": "hand-crafted prompts"}
 
@@ -34,22 +30,6 @@ STYLE = """<style>
 </style>"""
 
 
-def thumbnail_uri(path, size: int = THUMB_PX) -> str | None:
-    """A small JPEG of the image as a data URI (None when the file is not a readable image)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.draft("RGB", (size, size))
-            img = img.convert("RGB")
-            img.thumbnail((size, size))
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=80)
-    except Exception:  # noqa: BLE001 - any unreadable file simply gets no thumbnail
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _chips(kind: str, chips, base: bool) -> str:
     spans = "".join(
         f'<span class="ifs-chip{" ifs-on" if on else ""}" data-label="{html_text(label)}" '
@@ -64,7 +44,7 @@ def card_html(card: dict, kinds: list[str]) -> str:
     if card.get("error"):
         return (f'<div class="ifs-card ifs-error" data-file="{name}"><div class="ifs-name"><b>{name}</b>'
                 f'</div><div class="ifs-error-text">{html_text(card["error"])}</div></div>')
-    uri = thumbnail_uri(card["file"]) if card.get("file") else None
+    uri = card.get("thumb")
     thumb = (f'<img class="ifs-thumb" src="{uri}" alt="{name}">' if uri
              else '<div class="ifs-thumb"></div>')
     parts = [f'<div class="ifs-card" data-file="{name}">{thumb}<div class="ifs-name">{name}</div>']

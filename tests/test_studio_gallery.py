@@ -1,10 +1,12 @@
-"""studio.gallery and studio.safe_text: cards with thumbnails and chips, every name shown as text."""
+"""studio.gallery and the escaping in studio.common: cards with thumbnails and chips, every name
+shown as text; engine.thumbnails makes the thumbnails."""
 import re
 
 from PIL import Image
 
+from engine.thumbnails import thumbnail_uri
 from studio import gallery
-from studio.safe_text import html_text, md, plot_text
+from studio.common import html_text, md, plot_text
 
 EVIL = ["<b>bold cat</b>", "<img src=x>", "a*b_[c](d)", "# head"]
 
@@ -25,10 +27,10 @@ def test_cards_have_thumbnails_chips_and_escaped_names(tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
     cards = [
-        {"name": "set.zip/sub/<b>orange</b>.png", "file": str(img), "error": None,
+        {"name": "set.zip/sub/<b>orange</b>.png", "thumb": thumbnail_uri(img), "error": None,
          "chips": {"tuned": [(EVIL[0], 0.82, True), (EVIL[1], 0.1, False)],
                    "handcrafted": [(EVIL[1], 0.5, False)]}},
-        {"name": "notes.txt", "file": str(bad), "error": "not an image (<unknown>)", "chips": {}},
+        {"name": "notes.txt", "thumb": thumbnail_uri(bad), "error": "not an image (<unknown>)", "chips": {}},
     ]
     html = gallery.gallery_html(cards, ["tuned", "handcrafted"])
     assert html.count('class="ifs-thumb" src="data:image/jpeg;base64,') == 1
@@ -45,5 +47,5 @@ def test_cards_have_thumbnails_chips_and_escaped_names(tmp_path):
 def test_thumbnail_of_a_non_image_is_none(tmp_path):
     bad = tmp_path / "x.png"
     bad.write_bytes(b"nope")
-    assert gallery.thumbnail_uri(bad) is None
+    assert thumbnail_uri(bad) is None
     assert gallery.gallery_html([], ["tuned"]) == ""
