@@ -8,7 +8,9 @@ widgets from (KnowledgeSettings, TrainConfig, PromptLayout, BackboneSpec, LLMSpe
 too, loaded on first use so that ``import engine.workflow`` stays light for the command line.
 
 Modules: base (errors, limits, opening the store), projects, knowledge, sentences, graph,
-training, scoring, predict, evaluate, export, models (weights check, device).
+training, scoring, predict, evaluate, export, models (weights check and install, device),
+confidence (calibrated confidences and the gallery's cards), uploads (scoring and evaluating
+uploaded files).
 
 Method choices (METHOD.md):
 - Vocabulary: names one a line or comma-separated; limits are :class:`WorkflowSettings` fields.
@@ -36,15 +38,18 @@ from engine.workflow.export import CLASSIFIER_SNIPPET, export_classifier, export
 from engine.workflow.graph import GraphView, edit_edge, graph_data, project_structure, recompute_graph
 from engine.workflow.knowledge import (category_details, generate_knowledge, regenerate_category, store_knowledge,
                                        update_category)
-from engine.workflow.models import device_description, missing_weights
+from engine.workflow.confidence import confidence_note, project_calibrations
+from engine.workflow.models import (WeightsStatus, device_description, download_weights, missing_weights,
+                                    use_weights_file, weights_status)
 from engine.workflow.predict import PredictSummary, predict_files, predict_rows, predict_with
 from engine.workflow.projects import (create_project, delete_project, find_project, list_projects, parse_vocabulary,
                                       project_info, rename_project, set_owner)
 from engine.workflow.scoring import latest_classifier, project_backbone_spec, project_classifiers, stream_scores
 from engine.workflow.sentences import (delete_sentence, list_sentences, sentence_counts, sentence_sources,
                                        update_sentence)
-from engine.workflow.training import (TrainOutcome, handcrafted_prompts, list_runs, run_history, spec_from_dict,
-                                      spec_to_dict, train_project, training_corpus)
+from engine.workflow.training import (TrainOutcome, active_classifier, handcrafted_prompts, list_runs, run_history,
+                                      run_number, spec_from_dict, spec_to_dict, train_project, training_corpus)
+from engine.workflow.uploads import ClassifiedUploads, classify_uploads, evaluate_uploads
 
 # Settings and names from the engine modules, loaded on first use (torch and open_clip are heavy).
 _LAZY = {
@@ -86,13 +91,16 @@ __all__ = [
     "GraphView", "recompute_graph", "graph_data", "edit_edge", "project_structure",
     # training
     "TrainOutcome", "train_project", "training_corpus", "handcrafted_prompts", "spec_to_dict", "spec_from_dict",
-    "list_runs", "run_history",
+    "list_runs", "run_history", "run_number", "active_classifier",
     # scoring, predict, evaluate
     "latest_classifier", "project_backbone_spec", "project_classifiers", "stream_scores", "PredictSummary",
     "predict_files", "predict_with", "predict_rows", "LoaderSettings", "LabelledSet", "list_images",
     "evaluate_project", "score_labelled_set", "format_metrics_table",
+    # uploads and confidences
+    "ClassifiedUploads", "classify_uploads", "evaluate_uploads", "project_calibrations", "confidence_note",
     # export
     "export_project", "import_project", "export_classifier", "CLASSIFIER_SNIPPET",
     # models
-    "missing_weights", "device_description",
+    "missing_weights", "device_description", "WeightsStatus", "weights_status", "use_weights_file",
+    "download_weights",
 ]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from engine.datasets import LabelledSet, LoaderSettings, read_labelled_set
+from engine.datasets import LabelledSet, LoaderSettings, read_labelled_set, require_images
 from engine.workflow.base import WorkflowError
+from engine.workflow.confidence import fit_calibrations
 from engine.workflow.scoring import latest_classifier, project_backbone_spec, project_classifiers, stream_scores
 
 
@@ -54,6 +55,7 @@ def evaluate_project(store, project_id: int, dataset: str | Path | LabelledSet, 
         dataset, image_dir=image_dir, categories=names, aliases=aliases)
     if list(data.categories) != names:
         raise WorkflowError("The labelled set's categories are not the project's.")
+    require_images(data)
     spec = project_backbone_spec(store, project_id, backbone_spec)
     backbone = load_backbone(spec, device=device)
     clfs = project_classifiers(store, project_id, backbone)
@@ -61,7 +63,9 @@ def evaluate_project(store, project_id: int, dataset: str | Path | LabelledSet, 
     if should_stop is not None and should_stop():
         raise WorkflowError("Evaluation cancelled.")
     if not kept:
-        raise WorkflowError("No image of the labelled set could be read.")
+        first = f" (first: {Path(failures[0][0]).name}: {failures[0][1]})" if failures else ""
+        raise WorkflowError(f"None of the {len(data.images)} images of {Path(data.source).name} could be "
+                            f"read from {_folders(data)}{first}.")
     targets = data.targets[kept]
     result = {
         "dataset": data.source, "kind": data.kind, "images": len(kept), "k": k,
@@ -70,12 +74,18 @@ def evaluate_project(store, project_id: int, dataset: str | Path | LabelledSet, 
         "unmatched_labels": data.unmatched,
         "failures": [{"file": f, "error": e} for f, e in failures],
         "results": {name: _finite(evaluate_scores(sc, targets, names, k=k)) for name, sc in scores.items()},
+        "calibration": fit_calibrations(scores, targets, names, Path(data.source).name),
     }
     if save:
         row, _ = latest_classifier(store, project_id) if "tuned" in clfs else (None, None)
         result["evaluation_id"] = store.add_evaluation(project_id, data.source, result,
                                                        classifier_id=row.id if row else None)
     return result
+
+
+def _folders(data: LabelledSet) -> str:
+    folders = list(dict.fromkeys(str(Path(p).parent) for p in data.images))
+    return folders[0] if len(folders) == 1 else ", ".join(folders[:3]) + (" ..." if len(folders) > 3 else "")
 
 
 def _finite(obj):

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.workflow.base import WorkflowError
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "IFS_OFFLINE")
 
@@ -36,3 +40,90 @@ def device_description() -> tuple[str, str | None]:
 
         return "cuda", torch.cuda.get_device_name(dev)
     return "cpu", None
+
+
+@dataclass
+class WeightsStatus:
+    """Whether the CLIP weights a spec names are ready, in plain words for a person:
+    ``ready``; ``message`` (empty when ready); ``can_download`` (the machine is online and the
+    weights have a download address)."""
+
+    ready: bool
+    message: str = ""
+    can_download: bool = False
+
+
+def _describe(spec) -> str:
+    if spec.checkpoint:
+        return f"the CLIP model {spec.model} with the weights file {Path(spec.checkpoint).name}"
+    return f"the CLIP model {spec.model} with its '{spec.pretrained}' weights"
+
+
+def weights_status(spec) -> WeightsStatus:
+    """Check, without downloading or loading, that ``spec``'s weights are on this machine."""
+    from engine.clip_backbone import MissingWeightsError, resolve_weights
+
+    offline = any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in OFFLINE_VARIABLES)
+    what = _describe(spec)
+    if spec.pretrained is not None and spec.checkpoint is None and not offline:
+        if _tag_weights_cached(spec):
+            return WeightsStatus(True)
+        return WeightsStatus(False, f"Training and classifying need {what}, which is not on this machine "
+                                    "yet. Download it now, or upload a weights file (or give the path of "
+                                    "one on this machine).", can_download=True)
+    try:
+        resolve_weights(spec)
+    except (MissingWeightsError, ValueError):
+        return WeightsStatus(False, f"Training and classifying need {what}, which is not on this machine "
+                                    "(and it cannot download it). Upload the weights file (.pt, .bin or "
+                                    ".safetensors), or give the path of one on this machine.")
+    return WeightsStatus(True)
+
+
+def _tag_weights_cached(spec) -> bool:
+    """Whether open_clip's download cache already holds the weights of spec's pretrained tag."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    from engine.clip_backbone import _cached_tag_file  # the cache lookup that never downloads
+
+    cfg = get_pretrained_cfg(spec.model, spec.pretrained)
+    return bool(cfg) and _cached_tag_file(cfg, spec.cache_dir) is not None
+
+
+def use_weights_file(spec, path: str | Path, folder: str | Path | None = None):
+    """A copy of ``spec`` that loads its weights from ``path`` (copied into ``folder`` first when
+    given: an upload's temporary file goes away). The file is loaded once to check that it holds
+    weights of this architecture; WorkflowError says what is wrong otherwise."""
+    import dataclasses
+    import shutil
+
+    from engine.clip_backbone import load_backbone
+
+    src = Path(str(path)).expanduser()
+    if not src.is_file():
+        raise WorkflowError(f"There is no file at {src}; give the path of a CLIP weights file on this machine.")
+    if folder is not None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        dest = Path(folder) / src.name
+        if dest.resolve() != src.resolve():
+            shutil.copyfile(src, dest)
+        src = dest
+    new = dataclasses.replace(spec, checkpoint=str(src))
+    try:
+        load_backbone(new, device="cpu")
+    except Exception as exc:  # noqa: BLE001 - any failure to load means the file does not fit
+        raise WorkflowError(f"{src.name} does not hold weights of the CLIP model {spec.model} "
+                            f"({str(exc).splitlines()[0][:200]}).") from exc
+    return new
+
+
+def download_weights(spec) -> WeightsStatus:
+    """Fetch the weights of spec's pretrained tag into open_clip's cache (online machines)."""
+    from engine.clip_backbone import MissingWeightsError, resolve_weights
+
+    try:
+        resolve_weights(spec)
+    except (MissingWeightsError, ValueError) as exc:
+        raise WorkflowError(f"The download of {_describe(spec)} failed; upload the weights file instead "
+                            f"({type(exc).__name__}).") from exc
+    return weights_status(spec)

@@ -142,19 +142,43 @@ def train_project(store, project_id: int, backbone_spec=None, train_config=None,
     return TrainOutcome(run_id, cid, path, result.history, False, elapsed)
 
 
+def run_number(store, project_id: int, run_id: int) -> int:
+    """The run's number within its project (1 = the project's first run), what a person sees;
+    ``run_id`` is the database's id, shared by every project."""
+    ids = [r.id for r in store.list_runs(project_id)]
+    if run_id not in ids:
+        raise WorkflowError(f"Run {run_id} is not a run of this project.")
+    return ids.index(run_id) + 1
+
+
 def list_runs(store, project_id: int) -> list[dict]:
-    """Past training runs, newest first: id, status, start, steps, final loss, seconds, config."""
+    """Past training runs, newest first: id, number (within the project), status, start, steps,
+    final loss, seconds, config, and whether its classifier is the one in use."""
     out = []
     summaries = store.run_step_summaries(project_id)
-    for r in store.list_runs(project_id):
+    classifiers = store.list_classifiers(project_id)
+    in_use = classifiers[-1].run_id if classifiers else None
+    for number, r in enumerate(store.list_runs(project_id), start=1):
         n_steps, last = summaries.get(r.id, (0, {}))
         cfg = r.config or {}
         tc = cfg.get("train", {}) if isinstance(cfg, dict) else {}
         short = ", ".join(f"{k}={tc[k]}" for k in ("epochs", "lr", "batch_size") if k in tc)
-        out.append({"id": r.id, "status": r.status, "created": str(r.created)[:19], "steps": n_steps,
-                    "final_loss": round(last["total"], 4) if "total" in last else None,
-                    "elapsed": round(r.elapsed_s or 0, 1), "config": short})
+        out.append({"id": r.id, "number": number, "status": r.status, "created": str(r.created)[:19],
+                    "steps": n_steps, "final_loss": round(last["total"], 4) if "total" in last else None,
+                    "elapsed": round(r.elapsed_s or 0, 1), "config": short, "in_use": r.id == in_use})
     return sorted(out, key=lambda x: -x["id"])
+
+
+def active_classifier(store, project_id: int) -> dict | None:
+    """The classifier that Classify, Evaluate and Export use (the newest): ``{"run": its run's
+    number in the project, "created"}``; None before the first finished training."""
+    classifiers = store.list_classifiers(project_id)
+    if not classifiers:
+        return None
+    row = classifiers[-1]
+    ids = [r.id for r in store.list_runs(project_id)]
+    number = ids.index(row.run_id) + 1 if row.run_id in ids else None
+    return {"run": number, "created": str(row.created)[:16]}
 
 
 def run_history(store, project_id: int, run_id: int) -> list[dict]:
