@@ -1,169 +1,98 @@
-"""Step 6, Classify: drop one or many images (or a zip of a folder): top-k labels with score bars,
-the tuned prompts beside the hand-crafted zero-shot baseline (one image pass scores both), a
-threshold, and a CSV/JSON download of all scores. A file that is not an image gets a message in
-its own row and the others still run."""
+"""Step 6, Classify: drop one or many images (or a zip of a folder) and see them as a gallery: a
+thumbnail per image with its top-k labels as chips (a 0-1 confidence, bold over the category's
+threshold; a note says what the number means), the hand-crafted zero-shot prompts' chips beside on
+demand (one image pass scores both), and a CSV/JSON download of all scores. A file that is not an
+image, or a zip member that was refused, gets its own card with the reason; the others still run."""
 from __future__ import annotations
 
 import csv
 import json
-import os
-import zipfile
 from pathlib import Path
 
 import gradio as gr
 
 from engine import workflow as wf
-from studio import figures
-from studio.common import Page, err, esc, explain, project_id, weights_note
+from studio import gallery
+from studio.common import (Page, build_weights_panel, err, explain, md, ok, project_id,
+                           wire_weights_panel)
 
 TITLE, TAB_ID = "6 Classify", "classify"
-MAX_ZIP_MEMBERS = 5000
-MAX_ZIP_BYTES = 2 << 30
+MAX_K = 10
 
 
-def expand_uploads(paths, workdir: Path) -> tuple[list[str], list[dict]]:
-    """Uploaded files -> (files to score, error rows). A zip is unpacked (members that would escape
-    the folder, or too many / too large, are refused with a message)."""
-    files: list[str] = []
-    errors: list[dict] = []
-    for p in paths or []:
-        p = str(getattr(p, "name", p))
-        if p.lower().endswith(".zip") and zipfile.is_zipfile(p):
-            dest = workdir / Path(p).stem
-            try:
-                with zipfile.ZipFile(p) as zf:
-                    infos = [i for i in zf.infolist() if not i.is_dir()]
-                    if len(infos) > MAX_ZIP_MEMBERS or sum(i.file_size for i in infos) > MAX_ZIP_BYTES:
-                        raise ValueError("the zip is too large (over 5000 files or 2 GiB)")
-                    for info in infos:
-                        target = (dest / info.filename).resolve()
-                        if not str(target).startswith(str(dest.resolve()) + os.sep):
-                            raise ValueError(f"member {info.filename!r} would land outside the folder")
-                    zf.extractall(dest)
-                files.extend(str(f) for f in wf.list_images([dest]))
-            except (ValueError, zipfile.BadZipFile, OSError) as exc:
-                errors.append({"file": p, "status": "error", "error": f"zip refused: {exc}"})
-        else:
-            files.append(p)
-    return files, errors
-
-
-def classify(ctx, state, paths, k: int = 3):
-    """-> (rows of workflow.predict_files, message). Rows carry ``tuned_*`` (when the project has
-    a classifier) and ``handcrafted_*`` scores; unreadable files have status 'error'."""
+def classify(ctx, state, paths, k: int = MAX_K):
+    """-> (workflow.ClassifiedUploads or None, message). Cards carry chips for the top ``k``."""
     pid = project_id(state)
     if pid is None:
-        return [], err("Open a project first.")
+        return None, err("Open a project first.")
     if not paths:
-        return [], err("Drop one or more images first.")
-    files, errors = expand_uploads(paths, ctx.tmp_dir())
-    rows: list[dict] = []
-    if files:
-        try:
-            summary = wf.predict_files(ctx.store, pid, files, output=None,
-                                       backbone_spec=ctx.settings.backbone_spec(), top_k=int(k))
-        except Exception as exc:
-            return [], explain(exc)
-        rows = summary.rows
-    rows = rows + errors
-    n_bad = sum(r["status"] != "ok" for r in rows)
-    tuned = any("tuned_scores" in r for r in rows)
-    msg = (f"{len(rows) - n_bad} images scored" + (f", {n_bad} could not be read" if n_bad else "")
-           + ("." if tuned else ". This project has no trained classifier yet: the hand-crafted "
-              "zero-shot baseline is shown alone."))
-    return rows, msg
+        return None, err("Drop one or more images (or a zip of a folder) first.")
+    try:
+        res = wf.classify_uploads(ctx.store, pid, paths, ctx.tmp_dir(), k=int(k),
+                                  backbone_spec=ctx.settings.backbone_spec())
+    except Exception as exc:
+        return None, explain(exc)
+    msg = f"{res.scored} images scored" + (f", {res.failed} could not be read" if res.failed else "") + "."
+    if not res.has_classifier:
+        msg += (" This project has no trained classifier yet: the hand-crafted zero-shot prompts "
+                "are shown alone.")
+    return res, ok(msg) if res.scored else err(msg)
 
 
-def _display_name(path: str) -> str:
-    return Path(path).name
+def kinds_shown(res, compare: bool) -> list[str]:
+    """The chip rows per card: the tuned prompts (when trained), the hand-crafted ones beside them
+    on demand (or alone before training)."""
+    if res is None:
+        return []
+    if not res.has_classifier:
+        return ["handcrafted"]
+    return ["tuned", "handcrafted"] if compare else ["tuned"]
 
 
-def _top(row: dict, key: str, k: int) -> list[tuple[str, float]]:
-    scores = row.get(f"{key}_scores") or {}
-    return sorted(scores.items(), key=lambda kv: -kv[1])[:k]
-
-
-def results_html(rows: list[dict], k: int = 3, threshold: float = 0.0) -> str:
-    """One card per file: top-k tuned labels as bars with the hand-crafted score beside, labels at
-    or over the threshold in bold; an error line for a file that is not an image."""
-    if not rows:
+def results_html(res, k: int, compare: bool) -> str:
+    if res is None:
         return ""
-    parts = ['<div class="ifs-results">']
-    for r in rows:
-        name = esc(_display_name(r["file"]))
-        if r["status"] != "ok":
-            parts.append(f'<div class="ifs-card ifs-error" data-file="{name}"><b>{name}</b>: '
-                         f'<span class="ifs-error-text">{esc(str(r["error"]).replace(r["file"], _display_name(r["file"])))}</span></div>')
-            continue
-        main = "tuned" if "tuned_scores" in r else "handcrafted"
-        base = r.get("handcrafted_scores") or {}
-        all_scores = list((r.get(f"{main}_scores") or {}).values())
-        lo, hi = (min(all_scores), max(all_scores)) if all_scores else (0.0, 1.0)
-        span = (hi - lo) or 1.0
-        parts.append(f'<div class="ifs-card" data-file="{name}"><b>{name}</b><table>')
-        for label, score in _top(r, main, k):
-            width = int(100 * (score - lo) / span) if len(all_scores) > 1 else 100
-            strong = score >= threshold
-            lab = f"<b>{esc(label)}</b>" if strong else esc(label)
-            extra = (f'<td class="ifs-base">hand-crafted {base[label]:.3f}</td>'
-                     if main == "tuned" and label in base else "")
-            parts.append(
-                f'<tr class="ifs-label" data-label="{esc(label)}"><td>{lab}</td>'
-                f'<td><div style="background:#1f77b4;height:10px;width:{max(width, 2)}px;'
-                f'max-width:100px"></div></td><td>{score:.3f}</td>{extra}</tr>')
-        parts.append("</table></div>")
-    parts.append("</div>")
-    return "".join(parts)
+    cards = [{**c, "chips": {kind: chips[:int(k)] for kind, chips in c["chips"].items()}} for c in res.cards]
+    return gallery.gallery_html(cards, kinds_shown(res, compare))
 
 
 def write_downloads(rows: list[dict], folder: Path) -> tuple[str, str]:
-    """All scores as CSV (one row per file, one column per classifier and category) and JSON."""
+    """All scores as CSV (one row per file, one column per classifier and category) and JSON;
+    ``file`` is the name shown (a zip member keeps its path)."""
     folder.mkdir(parents=True, exist_ok=True)
     js = folder / "scores.json"
-    js.write_text(json.dumps([{**r, "file": _display_name(r["file"])} for r in rows], indent=1))
+    js.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
     kinds = [k for k in ("tuned", "handcrafted") if any(f"{k}_scores" in r for r in rows)]
     cats: list[str] = []
     for r in rows:
         for k in kinds:
-            for c in (r.get(f"{k}_scores") or {}):
-                if c not in cats:
-                    cats.append(c)
+            cats += [c for c in (r.get(f"{k}_scores") or {}) if c not in cats]
     cs = folder / "scores.csv"
     with open(cs, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "status", "error"] + [f"{k}:{c}" for k in kinds for c in cats])
         for r in rows:
-            w.writerow([_display_name(r["file"]), r["status"], r.get("error", "")] +
+            w.writerow([r["file"], r["status"], r.get("error", "")] +
                        [(f"{r[f'{k}_scores'][c]:.6f}" if c in (r.get(f"{k}_scores") or {}) else "")
                         for k in kinds for c in cats])
     return str(cs), str(js)
 
 
-def first_figure(rows: list[dict], k: int, threshold: float):
-    for r in rows:
-        if r["status"] == "ok":
-            main = "tuned" if "tuned_scores" in r else "handcrafted"
-            base = r.get("handcrafted_scores") if main == "tuned" else None
-            return figures.score_bars(_top(r, main, k), base, threshold, title=_display_name(r["file"]))
-    return figures.score_bars([], None)
-
-
 # ---- widgets and events ------------------------------------------------------------------------
 
 def build(ctx) -> dict:
-    w: dict = {}
-    w["note"] = gr.Markdown(weights_note(ctx.settings.backbone_spec()), elem_id="classify-note")
+    w: dict = {"weights": build_weights_panel(ctx, "classify")}
     w["files"] = gr.File(label="Images (or a zip of a folder)", file_count="multiple",
                          elem_id="classify-files")
     with gr.Row():
-        w["k"] = gr.Slider(1, 10, value=3, step=1, label="Top k", elem_id="classify-k")
-        w["threshold"] = gr.Slider(-1, 1, value=0.0, step=0.01, label="Threshold (labels at or over it in bold)",
-                                   elem_id="classify-threshold")
+        w["k"] = gr.Slider(1, MAX_K, value=3, step=1, label="Labels per image (top k)", elem_id="classify-k")
+        w["compare"] = gr.Checkbox(label="Show the hand-crafted prompts' labels beside", value=False,
+                                   elem_id="classify-compare")
         w["run"] = gr.Button("Classify", variant="primary", elem_id="classify-run")
     w["msg"] = gr.Markdown(elem_id="classify-msg")
-    w["rows"] = gr.State([])
+    w["note"] = gr.Markdown(elem_id="classify-note")
+    w["result"] = gr.State(None)
     w["html"] = gr.HTML(elem_id="classify-results")
-    w["plot"] = gr.Plot(label="First image: tuned vs hand-crafted")
     with gr.Row():
         w["csv"] = gr.File(label="All scores (CSV)", interactive=False, elem_id="classify-csv")
         w["json"] = gr.File(label="All scores (JSON)", interactive=False, elem_id="classify-json")
@@ -171,28 +100,26 @@ def build(ctx) -> dict:
 
 
 def wire(ctx, w: dict, page: Page) -> None:
-    state = page.state
+    wire_weights_panel(ctx, w["weights"], page.tab)
 
-    def run(st, files, k, thr):
-        rows, msg = classify(ctx, st, files, k)
-        if not rows:
-            return rows, msg, "", figures.score_bars([], None), None, None
-        cs, js = write_downloads(rows, ctx.tmp_dir())
-        return rows, msg, results_html(rows, int(k), thr), first_figure(rows, int(k), thr), cs, js
+    def run(st, files, k, compare):
+        res, msg = classify(ctx, st, files, MAX_K)
+        if res is None:
+            return None, msg, "", "", None, None
+        cs, js = write_downloads(res.rows, ctx.tmp_dir())
+        return res, msg, md(res.note), results_html(res, k, compare), cs, js
 
-    w["run"].click(run, [state, w["files"], w["k"], w["threshold"]],
-                   [w["rows"], w["msg"], w["html"], w["plot"], w["csv"], w["json"]])
-
-    def redraw(rows, k, thr):
-        return results_html(rows, int(k), thr), first_figure(rows, int(k), thr)
-
-    for ctl in (w["k"], w["threshold"]):
-        ctl.release(redraw, [w["rows"], w["k"], w["threshold"]], [w["html"], w["plot"]])
+    w["run"].click(run, [page.state, w["files"], w["k"], w["compare"]],
+                   [w["result"], w["msg"], w["note"], w["html"], w["csv"], w["json"]])
+    # .change: a dragged slider and a number typed into its box (Enter) both redraw
+    for ctl in (w["k"], w["compare"]):
+        ctl.change(results_html, [w["result"], w["k"], w["compare"]], [w["html"]])
 
 
 def outputs(w: dict) -> list:
-    return []
+    return [w["result"], w["msg"], w["note"], w["html"], w["csv"], w["json"]]
 
 
 def refresh(ctx, state, w: dict) -> tuple:
-    return ()
+    """Another project: nothing of the previous one's results stays on the page."""
+    return None, "", "", "", None, None

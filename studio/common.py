@@ -34,18 +34,19 @@ def err(text: str) -> str:
 def explain(exc: BaseException) -> str:
     """One clear line for the person; the engine's errors already carry the what and the how."""
     msg = str(exc).strip() or exc.__class__.__name__
-    return err(msg)
+    return err(md(msg))  # messages quote names and paths: shown as text
 
 
 # User text (category, project and file names, sentences) is data, never markup: Gradio's
 # Markdown renders Markdown and HTML, gr.HTML renders HTML, and plotly renders a subset of HTML in
 # every label. A category named "<b>bold cat</b>" or "<img src=x>" shows exactly those characters
 # because every piece of user text goes through one of these before it reaches a widget:
-# md() in Markdown (HTML-escaped, then Markdown punctuation backslash-escaped: CommonMark shows
-# an escaped punctuation character literally), html_text() in HTML text and attribute values,
+# md() in Markdown (on one line, HTML-escaped, then the punctuation that starts Markdown inside
+# a line backslash-escaped: CommonMark shows an escaped punctuation character literally),
+# html_text() in HTML text and attribute values,
 # plot_text() in plotly labels, legends, hover text and ticks (plotly decodes &lt; &gt; &amp;).
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>$^=:])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~$])")  # what can start markup inside a line
 
 
 def html_text(text) -> str:
@@ -132,11 +133,84 @@ class Worker:
                 pending, last = None, time.time()
 
 
-def weights_note(spec) -> str:
-    """'' when the CLIP weights of ``spec`` are here (or random, or will download); else a warning
-    saying what is missing and how to provide it."""
-    problem = wf.missing_weights(spec)
-    return err(problem) if problem else ""
+def number_problems(values: dict, minimums: dict[str, tuple[float, bool]]) -> list[str]:
+    """One line per bad number among ``values``: ``minimums[name] = (least allowed, whole)``.
+    An empty box is a problem (nothing silently falls back to a default)."""
+    out = []
+    for name, (least, whole) in minimums.items():
+        if name not in values:
+            continue
+        v = values[name]
+        label = name.replace("_", " ")
+        kind = "a whole number" if whole else "a number"
+        if v is None or v == "":
+            out.append(f"{label}: the box is empty; give {kind} of at least {least:g}.")
+        elif (whole and float(v) != int(float(v))) or float(v) < least:
+            out.append(f"{label}: give {kind} of at least {least:g} (not {float(v):g}).")
+    return out
+
+
+def problems_text(problems: list[str]) -> str:
+    return "\n".join(err(md(p)) + "  " for p in problems)
+
+
+# ---- the CLIP weights panel (Train and Classify) -----------------------------------------------
+
+def build_weights_panel(ctx, prefix: str) -> dict:
+    """Hidden until the tab is entered with the CLIP weights missing: what is missing in plain
+    words, a weights file to upload or a path on this machine, and a download when online."""
+    w: dict = {}
+    with gr.Column(visible=False, elem_id=f"{prefix}-weights") as w["panel"]:
+        w["text"] = gr.Markdown(elem_id=f"{prefix}-weights-text")
+        with gr.Row():
+            w["file"] = gr.File(label="CLIP weights file", file_count="single", scale=2,
+                                elem_id=f"{prefix}-weights-file")
+            w["path"] = gr.Textbox(label="... or its path on this machine", scale=2,
+                                   elem_id=f"{prefix}-weights-path")
+        with gr.Row():
+            w["use"] = gr.Button("Use this weights file", elem_id=f"{prefix}-weights-use")
+            w["download"] = gr.Button("Download the weights", visible=False,
+                                      elem_id=f"{prefix}-weights-download")
+        w["msg"] = gr.Markdown(elem_id=f"{prefix}-weights-msg")
+    return w
+
+
+def weights_panel_view(ctx):
+    """(panel visibility, its text, download button visibility) for the studio's CLIP setting."""
+    status = wf.weights_status(ctx.settings.backbone_spec())
+    return (gr.update(visible=not status.ready), err(md(status.message)) if status.message else "",
+            gr.update(visible=status.can_download))
+
+
+def use_weights(ctx, upload, path) -> str:
+    """Point the studio's CLIP setting at an uploaded or local weights file (checked by loading it)."""
+    src = str(getattr(upload, "name", upload) or "").strip() or (path or "").strip()
+    if not src:
+        return err("Upload a weights file or give its path first.")
+    try:
+        spec = wf.use_weights_file(ctx.settings.backbone_spec(), src,
+                                   folder=None if not upload else f"{ctx.settings.data_dir}/weights")
+    except Exception as exc:
+        return explain(exc)
+    ctx.settings.clip_checkpoint = spec.checkpoint
+    return ok(f"Using the weights file {md(spec.checkpoint.rsplit('/', 1)[-1])}.")
+
+
+def wire_weights_panel(ctx, w: dict, tab) -> None:
+    """Check on entering ``tab``; install from a file or download on the buttons."""
+    view = [w["panel"], w["text"], w["download"]]
+    tab.select(lambda: weights_panel_view(ctx), None, view)
+    w["use"].click(lambda f, p: use_weights(ctx, f, p), [w["file"], w["path"]], [w["msg"]]).then(
+        lambda: weights_panel_view(ctx), None, view)
+
+    def download():
+        try:
+            wf.download_weights(ctx.settings.backbone_spec())
+        except Exception as exc:
+            return explain(exc)
+        return ok("Downloaded.")
+
+    w["download"].click(download, None, [w["msg"]]).then(lambda: weights_panel_view(ctx), None, view)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from engine import workflow as wf
-from studio.common import Page, err, explain, ok, project_id
+from studio.common import Page, err, explain, md, ok, project_id
 
 TITLE, TAB_ID = "8 Export", "export"
 
@@ -19,7 +19,9 @@ def export(ctx, state):
         dest, snippet, clf = wf.export_classifier(ctx.store, pid, ctx.tmp_dir())
     except Exception as exc:
         return None, "", explain(exc)
-    return str(dest), snippet, ok(f"Classifier of {len(clf.categories)} categories, trained on {clf.model_name}.")
+    active = wf.active_classifier(ctx.store, pid)
+    return str(dest), snippet, ok(f"The classifier in use (run {active['run']} of this project): "
+                                  f"{len(clf.categories)} categories, trained on {md(clf.model_name)}.")
 
 
 def build(ctx) -> dict:
@@ -37,8 +39,9 @@ def wire(ctx, w: dict, page: Page) -> None:
 
 
 def outputs(w: dict) -> list:
-    return []
+    return [w["file"], w["snippet"], w["msg"]]
 
 
 def refresh(ctx, state, w: dict) -> tuple:
-    return ()
+    """Another project: the previous one's file, snippet and message go."""
+    return None, "", ""

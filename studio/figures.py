@@ -79,6 +79,28 @@ def select_nodes(categories: Sequence[str], edge_list: Sequence[tuple[str, str]]
     return [categories[i] for i in sorted(order)]
 
 
+def clique_pairs(cliques: Sequence[Sequence[str]]) -> set[frozenset]:
+    """Every pair of categories that share a maximal clique."""
+    out = set()
+    for clique in cliques:
+        members = list(clique)
+        for i, a in enumerate(members):
+            out.update(frozenset((a, b)) for b in members[i + 1:])
+    return out
+
+
+def node_traces(groups: Mapping[str, list[str]], pos, legend: bool, small: bool) -> list[go.Scatter]:
+    """One marker trace per super-category (its colour, its legend entry when ``legend``)."""
+    return [go.Scatter(
+        x=[pos[c][0] for c in members], y=[pos[c][1] for c in members],
+        mode="markers+text", text=[plot_text(c) for c in members], textposition="top center",
+        marker={"size": 10 if small else 16, "color": PALETTE[i % len(PALETTE)],
+                "line": {"width": 1, "color": "#333"}},
+        name=plot_text(group), hoverinfo="text", showlegend=legend,
+        hovertext=[plot_text(f"{c} ({group})") for c in members],
+    ) for i, (group, members) in enumerate(sorted(groups.items()))]
+
+
 def graph_figure(
     categories: Sequence[str],
     edges: Iterable[tuple[str, str]],
@@ -109,12 +131,7 @@ def graph_figure(
         ring = [c for c in shown if c != focus]
         pos = {**circle_positions(ring), focus: (0.0, 0.0)}
 
-    in_clique = set()
-    for clique in cliques:
-        members = list(clique)
-        for i, a in enumerate(members):
-            for b in members[i + 1:]:
-                in_clique.add(frozenset((a, b)))
+    in_clique = clique_pairs(cliques)
     added_set = {frozenset(p) for p in added}
     edge_list = [(a, b) for a, b in all_edges if a in pos and b in pos]
     max_w = max([w(a, b) for a, b in edge_list] + [1.0])
@@ -137,15 +154,8 @@ def graph_figure(
     for c in shown:
         groups.setdefault(super_of.get(c) or c, []).append(c)
     legend = len(groups) <= MAX_LEGEND
-    for i, (group, members) in enumerate(sorted(groups.items())):
-        fig.add_trace(go.Scatter(
-            x=[pos[c][0] for c in members], y=[pos[c][1] for c in members],
-            mode="markers+text", text=[plot_text(c) for c in members], textposition="top center",
-            marker={"size": 16 if len(shown) <= 30 else 10, "color": PALETTE[i % len(PALETTE)],
-                    "line": {"width": 1, "color": "#333"}},
-            name=plot_text(group), hoverinfo="text", showlegend=legend,
-            hovertext=[plot_text(f"{c} ({group})") for c in members],
-        ))
+    for trace in node_traces(groups, pos, legend, small=len(shown) > 30):
+        fig.add_trace(trace)
     notes = []
     if len(shown) < len(categories):
         notes.append(f"Showing {len(shown)} of {len(categories)} categories"

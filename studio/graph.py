@@ -1,35 +1,45 @@
 """Step 4, Graph: the co-occurrence graph (METHOD.md section 2) drawn with plotly, a threshold
-slider that recomputes and redraws it, and manual edge edits that the store keeps apart from the
-computed edges, so they survive recomputation."""
+slider that recomputes and redraws it (dragged or typed), and manual edge edits that the store
+keeps apart from the computed edges, so they survive recomputation. A large vocabulary stays
+readable: at most 60 nodes are drawn, a searchable category picker shows one category's
+neighbourhood, and the cliques list is cut short."""
 from __future__ import annotations
 
 import gradio as gr
 
 from engine import workflow as wf
 from studio import figures
-from studio.common import Page, err, explain, ok, project_id
+from studio.common import Page, err, explain, md, md_list, ok, project_id
 
 TITLE, TAB_ID = "4 Graph", "graph"
+MAX_CLIQUES_LISTED = 30
 
 
 # ---- handlers ----------------------------------------------------------------------------------
 
-def draw(ctx, state, tau):
-    """Recompute with threshold ``tau`` -> (figure, cliques text)."""
+def draw(ctx, state, tau, focus=None):
+    """Recompute with threshold ``tau`` -> (figure, cliques text); ``focus``: a category whose
+    neighbourhood alone is drawn (and whose cliques alone are listed)."""
     pid = project_id(state)
     if pid is None:
         return figures.graph_figure([], []), "No project open."
     try:
-        g = wf.graph_data(ctx.store, pid, tau)
+        g = wf.graph_data(ctx.store, pid, int(tau))
     except Exception as exc:
         return figures.graph_figure([], []), explain(exc)
+    focus = focus if focus in g["categories"] else None
     fig = figures.graph_figure(g["categories"], g["edges"], g["weights"], g["super_of"],
-                               g["cliques"], added=g["added"])
+                               g["cliques"], added=g["added"], focus=focus)
+    cliques = [c for c in g["cliques"] if focus is None or focus in c]
     lines = [f"**{len(g['edges'])} edges, {len(g['cliques'])} cliques** (tau = {g['tau']})"]
-    lines += [f"- {', '.join(c)}" for c in g["cliques"]]
+    if focus:
+        lines.append(f"Cliques with {md(focus)}: {len(cliques)}")
+    lines += [f"- {md_list(c)}" for c in cliques[:MAX_CLIQUES_LISTED]]
+    if len(cliques) > MAX_CLIQUES_LISTED:
+        lines.append(f"- ... and {len(cliques) - MAX_CLIQUES_LISTED} more")
     if g["added"] or g["removed"]:
-        lines.append(f"Your edits: added {', '.join('-'.join(p) for p in g['added']) or 'none'}; "
-                     f"removed {', '.join('-'.join(p) for p in g['removed']) or 'none'}.")
+        pairs = lambda ps: ", ".join(f"{md(a)} - {md(b)}" for a, b in ps) or "none"  # noqa: E731
+        lines.append(f"Your edits: added {pairs(g['added'])}; removed {pairs(g['removed'])}.")
     return fig, "\n".join(lines)
 
 
@@ -43,7 +53,7 @@ def edit(ctx, state, a, b, action) -> str:
         wf.edit_edge(ctx.store, pid, a, b, action)
     except Exception as exc:
         return explain(exc)
-    return ok({"add": f"Added {a} - {b}.", "remove": f"Removed {a} - {b}.",
+    return ok({"add": f"Added {md(a)} - {md(b)}.", "remove": f"Removed {md(a)} - {md(b)}.",
                "clear": "Your edits were cleared."}[action])
 
 
@@ -51,8 +61,12 @@ def edit(ctx, state, a, b, action) -> str:
 
 def build(ctx) -> dict:
     w: dict = {}
-    w["tau"] = gr.Slider(1, 50, value=wf.SETTINGS.tau, step=1, label="Threshold tau (co-occurring sentences)",
-                         elem_id="graph-tau")
+    with gr.Row():
+        w["tau"] = gr.Slider(1, 50, value=wf.SETTINGS.tau, step=1, scale=2,
+                             label="Threshold tau (co-occurring sentences)", elem_id="graph-tau")
+        w["focus"] = gr.Dropdown([], value=None, label="Show one category's neighbourhood (type to search)",
+                                 filterable=True, scale=2, elem_id="graph-focus")
+        w["whole"] = gr.Button("Whole graph", scale=0, min_width=120, elem_id="graph-whole")
     with gr.Row():
         with gr.Column(scale=3):
             w["plot"] = gr.Plot(label="Co-occurrence graph", elem_id="graph-plot")
@@ -64,24 +78,27 @@ def build(ctx) -> dict:
         w["add"] = gr.Button("Add edge")
         w["remove"] = gr.Button("Remove edge")
         w["clear"] = gr.Button("Clear my edits")
-    w["msg"] = gr.Markdown()
+    w["msg"] = gr.Markdown(elem_id="graph-msg")
     return w
 
 
 def wire(ctx, w: dict, page: Page) -> None:
     state = page.state
-    redraw = (lambda st, t: draw(ctx, st, t))
-    w["tau"].release(redraw, [state, w["tau"]], [w["plot"], w["cliques"]])
+    redraw = (lambda st, t, f: draw(ctx, st, t, f))
+    view_in, view_out = [state, w["tau"], w["focus"]], [w["plot"], w["cliques"]]
+    # .change: a dragged slider and a number typed into its box (Enter) both redraw
+    w["tau"].change(redraw, view_in, view_out)
+    w["focus"].change(redraw, view_in, view_out)
+    w["whole"].click(lambda: None, None, [w["focus"]])
     for action in ("add", "remove", "clear"):
         w[action].click(lambda st, a, b, act=action: edit(ctx, st, a, b, act),
-                        [state, w["a"], w["b"]], [w["msg"]]).then(
-            redraw, [state, w["tau"]], [w["plot"], w["cliques"]])
+                        [state, w["a"], w["b"]], [w["msg"]]).then(redraw, view_in, view_out)
     # knowledge may have changed since the project was opened: redraw on entering the tab
-    page.tab.select(redraw, [state, w["tau"]], [w["plot"], w["cliques"]])
+    page.tab.select(redraw, view_in, view_out)
 
 
 def outputs(w: dict) -> list:
-    return [w["a"], w["b"], w["plot"], w["cliques"]]
+    return [w["a"], w["b"], w["focus"], w["plot"], w["cliques"], w["msg"]]
 
 
 def refresh(ctx, state, w: dict) -> tuple:
@@ -89,4 +106,5 @@ def refresh(ctx, state, w: dict) -> tuple:
     pid = project_id(state)
     cats = [] if pid is None else wf.project_info(ctx.store, pid)["categories"]
     fig, text = draw(ctx, state, w["tau"].value)
-    return gr.update(choices=cats, value=None), gr.update(choices=cats, value=None), fig, text
+    return (gr.update(choices=cats, value=None), gr.update(choices=cats, value=None),
+            gr.update(choices=cats, value=None), fig, text, "")

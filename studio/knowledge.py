@@ -1,7 +1,8 @@
 """Step 2, Knowledge: choose the LLM, edit question templates and counts, generate with progress
 and cancel (resumable: answers are cached per question, so generating again skips what exists),
 then inspect and edit per category (attributes kept or dropped, synonyms, super-category,
-hand-crafted prompt) and regenerate one category."""
+hand-crafted prompt, and the prompt in use when the category has none of its own) and regenerate
+one category. Every count is checked (at least 1) with a message next to the boxes."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +10,8 @@ import dataclasses
 import gradio as gr
 
 from engine import workflow as wf
-from studio.common import CancellableJob, Page, Worker, err, explain, ok, project_id
+from studio.common import (CancellableJob, Page, Worker, err, explain, md, number_problems, ok, problems_text,
+                           project_id)
 
 TITLE, TAB_ID = "2 Knowledge", "knowledge"
 LLM_KINDS = [("Bundled model", "bundled"), ("GGUF file", "gguf"), ("OpenAI-compatible endpoint", "openai")]
@@ -37,9 +39,22 @@ def settings_fields() -> tuple[list, list, list]:
     return counts, limits, templates
 
 
+def settings_problems(values: dict) -> list[str]:
+    """Bad number boxes: a count (items asked for) must be a whole number of at least 1; an
+    optional limit may be empty (no limit) or at least 1; the other numbers at least 0."""
+    counts, limits, _ = settings_fields()
+    mins = {n: (1, True) for n, _ in counts}
+    mins.update({n: (1 if n in LIMIT_FIELDS else 0, True) for n, _ in limits})
+    given = {n: v for n, v in values.items() if n in mins and not (n in LIMIT_FIELDS and v in (None, ""))}
+    return number_problems(given, mins)
+
+
 def make_settings(values: dict):
     """``KnowledgeSettings`` from the widget values: ``{field: number}`` and
     ``{"question:<step>": text, "primer:<step>": text}``. An empty optional limit means None."""
+    problems = settings_problems(values)
+    if problems:
+        raise ValueError(" ".join(problems))
     base = wf.KnowledgeSettings()
     counts, limits, templates = settings_fields()
     kw: dict = {}
@@ -128,6 +143,19 @@ def category_details(ctx, state, category):
             d["super"] or "", d["prompt"] or "")
 
 
+def prompt_in_use(ctx, state, category) -> str:
+    """The hand-crafted prompt the category is scored with: its own, else the default template."""
+    pid = project_id(state)
+    if pid is None or not category:
+        return ""
+    cats = category_choices(ctx, state)
+    if category not in cats:
+        return ""
+    prompt = wf.handcrafted_prompts(ctx.store, pid)[cats.index(category)]
+    own = wf.category_details(ctx.store, pid, category)["prompt"]
+    return f"Prompt in use: {md(prompt)}" + ("" if own else " (the default template; type one above to replace it)")
+
+
 def save_category(ctx, state, category, attribute_text, kept, synonyms, super_, prompt) -> str:
     """``attribute_text``: the attributes, one a line (edit, add or remove lines); ``kept``: the
     ticked ones. A new line is kept unless the person unticks it after saving."""
@@ -149,7 +177,7 @@ def save_category(ctx, state, category, attribute_text, kept, synonyms, super_, 
                            super_=(super_ or "").strip() or None, prompt=(prompt or "").strip() or None)
     except Exception as exc:
         return explain(exc)
-    return ok(f"Saved **{category}**.")
+    return ok(f"Saved **{md(category)}**.")
 
 
 # ---- widgets and events ------------------------------------------------------------------------
@@ -173,6 +201,7 @@ def build(ctx) -> dict:
             for name, default in counts:
                 w["fields"][name] = gr.Number(value=default, label=name[2:].replace("_", " "),
                                               precision=0, elem_id=f"ks-{name}", min_width=120)
+    w["fields_msg"] = gr.Markdown(elem_id="ks-fields-msg")
     with gr.Accordion("Limits (empty = ask every one)", open=False):
         with gr.Row():
             for name, default in limits:
@@ -194,17 +223,17 @@ def build(ctx) -> dict:
     with gr.Row():
         w["category"] = gr.Dropdown([], label="Category", elem_id="kn-category")
         w["regen"] = gr.Button("Regenerate this category", elem_id="regen-category")
-    with gr.Row():
-        w["keep"] = gr.CheckboxGroup([], label="Attributes kept (untick to drop one)",
-                                     elem_id="kn-keep", scale=2)
-        w["attrs"] = gr.Textbox(label="Attributes, one a line (edit, add, remove)", lines=6,
-                                elem_id="kn-attributes", scale=1)
+    w["keep"] = gr.CheckboxGroup([], label="Attributes kept (untick to drop one)", elem_id="kn-keep")
+    with gr.Accordion("Edit the attribute texts (one a line: change, add or remove)", open=False):
+        w["attrs"] = gr.Textbox(show_label=False, lines=6, elem_id="kn-attributes")
     with gr.Row():
         w["synonyms"] = gr.Textbox(label="Synonyms (comma-separated)", elem_id="kn-synonyms")
         w["super"] = gr.Textbox(label="Super-category", elem_id="kn-super")
-        w["prompt"] = gr.Textbox(label="Hand-crafted prompt", elem_id="kn-prompt")
-    w["save"] = gr.Button("Save category", elem_id="save-category")
-    w["cat_msg"] = gr.Markdown(elem_id="kn-cat-msg")
+        w["prompt"] = gr.Textbox(label="Hand-crafted prompt (empty = the default template)", elem_id="kn-prompt")
+    w["prompt_used"] = gr.Markdown(elem_id="kn-prompt-used")
+    with gr.Row():
+        w["save"] = gr.Button("Save category", elem_id="save-category", scale=0, min_width=160)
+        w["cat_msg"] = gr.Markdown(elem_id="kn-cat-msg")
     return w
 
 
@@ -215,15 +244,20 @@ def wire(ctx, w: dict, page: Page) -> None:
     job = CancellableJob(ctx, "knowledge")
 
     def run(st, kind, name, path, url, model, *vals, category=None, request=None):
+        problems = settings_problems(dict(zip(field_names, vals)))
+        if problems:
+            yield err("Fix the numbers marked above first."), gr.update(), problems_text(problems)
+            return
         try:
             spec = llm_spec(ctx, kind, name, path, url, model)
             settings = make_settings(dict(zip(field_names, vals)))
         except Exception as exc:
-            yield explain(exc), gr.update()
+            yield explain(exc), gr.update(), ""
             return
         with job.running(request) as cancel:
             for text, done, total in generate(ctx, st, spec, settings, cancel, category):
-                yield text, gr.update(value=done, maximum=max(total, 1))
+                yield md(text) if not text.startswith(("✅", "⚠️")) else text, \
+                    gr.update(value=done, maximum=max(total, 1)), ""
 
     # gr.Request first: Gradio inserts it by position, which works before *args
     def run_all(request: gr.Request, st, *args):
@@ -231,34 +265,46 @@ def wire(ctx, w: dict, page: Page) -> None:
 
     def run_one(request: gr.Request, st, cat, *args):
         if not cat:
-            yield err("Choose a category first."), gr.update()
+            yield err("Choose a category first."), gr.update(), ""
             return
         yield from run(st, *args, category=cat, request=request)
 
     inputs = [state] + llm_inputs + [w["fields"][n] for n in field_names]
-    gen = w["generate"].click(run_all, inputs, [w["msg"], w["progress"]])
-    gen.then(lambda st, c: category_view(ctx, st, c), [state, w["category"]], outputs(w))
-    w["regen"].click(run_one, [state, w["category"]] + inputs[1:], [w["msg"], w["progress"]]).then(
+    run_out = [w["msg"], w["progress"], w["fields_msg"]]
+    details = [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]]
+    gen = w["generate"].click(run_all, inputs, run_out)
+    gen.then(lambda st, c: category_view(ctx, st, c), [state, w["category"]], [w["category"]] + details)
+    counts, limits, _ = settings_fields()
+    number_names = [n for n, _ in counts + limits]
+    numbers = [w["fields"][n] for n in number_names]
+    for box in numbers:  # a bad count is named next to the boxes as soon as it is typed
+        box.change(lambda *vals: problems_text(settings_problems(dict(zip(number_names, vals)))),
+                   numbers, [w["fields_msg"]])
+    w["regen"].click(run_one, [state, w["category"]] + inputs[1:], run_out).then(
         lambda st, c: category_details(ctx, st, c), [state, w["category"]],
         [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
 
     job.wire_cancel(w["cancel"], w["msg"])
-    w["category"].change(lambda st, c: category_details(ctx, st, c), [state, w["category"]],
-                         [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
+    w["category"].change(lambda st, c: (*category_details(ctx, st, c), prompt_in_use(ctx, st, c), ""),
+                         [state, w["category"]], details + [w["prompt_used"], w["cat_msg"]])
     w["save"].click(lambda st, c, t, k, sy, su, p: save_category(ctx, st, c, t, k, sy, su, p),
                     [state, w["category"], w["attrs"], w["keep"], w["synonyms"], w["super"], w["prompt"]],
                     [w["cat_msg"]]).then(
-        lambda st, c: category_details(ctx, st, c), [state, w["category"]],
-        [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
+        lambda st, c: (*category_details(ctx, st, c), prompt_in_use(ctx, st, c)), [state, w["category"]],
+        details + [w["prompt_used"]])
 
 
 def outputs(w: dict) -> list:
-    return [w["category"], w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]]
+    return [w["category"], w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"], w["prompt_used"],
+            w["msg"], w["cat_msg"], w["fields_msg"], w["progress"]]
 
 
 def refresh(ctx, state, w: dict) -> tuple:
-    """Values of :func:`outputs` when the project changes."""
-    return category_view(ctx, state)
+    """Values of :func:`outputs` when the project changes: no message of the previous project
+    stays."""
+    view = category_view(ctx, state)
+    first = view[0]["value"]
+    return (*view, prompt_in_use(ctx, state, first), "", "", "", gr.update(value=0, maximum=1))
 
 
 def category_view(ctx, state, current=None) -> tuple:

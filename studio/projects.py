@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine import workflow as wf
-from studio.common import Page, err, explain, ok, project_id
+from studio.common import Page, err, explain, md, md_list, ok, project_id
 
 TITLE, TAB_ID = "1 Projects", "projects"
 OWN = "My own vocabulary"
@@ -46,7 +46,7 @@ def create(ctx, state, source: str, name: str, vocabulary: str):
         return state, explain(exc)
     state["project"] = pid
     info = wf.project_info(ctx.store, pid)
-    return state, ok(f"Created project **{info['name']}** with {info['n_categories']} categories.")
+    return state, ok(f"Created project **{md(info['name'])}** with {info['n_categories']} categories.")
 
 
 def open_project(ctx, state, pid):
@@ -63,8 +63,8 @@ def summary(ctx, state) -> str:
         info = wf.project_info(ctx.store, pid)
     except Exception as exc:
         return explain(exc)
-    cats = ", ".join(info["categories"][:40]) + (" ..." if len(info["categories"]) > 40 else "")
-    return (f"### {info['name']}\n{info['n_categories']} categories: {cats}\n\n"
+    cats = md_list(info["categories"], 40)
+    return (f"### {md(info['name'])}\n{info['n_categories']} categories: {cats}\n\n"
             f"Sentences: {info.get('n_sentences', 0)} · runs: {info.get('n_runs', 0)} · "
             f"classifier: {'yes' if info.get('has_classifier') else 'not yet'}")
 
@@ -77,7 +77,7 @@ def rename(ctx, state, new_name: str) -> str:
         wf.rename_project(ctx.store, pid, new_name)
     except Exception as exc:
         return explain(exc)
-    return ok(f"Renamed to **{new_name.strip()}**.")
+    return ok(f"Renamed to **{md(new_name.strip())}**.")
 
 
 def delete(ctx, state):
@@ -91,7 +91,7 @@ def delete(ctx, state):
     except Exception as exc:
         return state, explain(exc)
     state["project"] = None
-    return state, ok(f"Deleted **{name}**.")
+    return state, ok(f"Deleted **{md(name)}**.")
 
 
 def export(ctx, state):
@@ -105,7 +105,7 @@ def export(ctx, state):
         path = wf.export_project(ctx.store, pid, ctx.tmp_dir() / f"{safe}.ifs.zip")
     except Exception as exc:
         return None, explain(exc)
-    return str(path), ok(f"Exported to {Path(path).name}.")
+    return str(path), ok(f"Exported to {md(Path(path).name)}.")
 
 
 def import_(ctx, state, file_path):
@@ -119,7 +119,7 @@ def import_(ctx, state, file_path):
     except Exception as exc:
         return state, explain(exc)
     state["project"] = pid
-    return state, ok(f"Imported **{wf.project_info(ctx.store, pid)['name']}**.")
+    return state, ok(f"Imported **{md(wf.project_info(ctx.store, pid)['name'])}**.")
 
 
 # ---- widgets and events ------------------------------------------------------------------------
@@ -136,11 +136,13 @@ def build(ctx) -> dict:
                                     lines=5, elem_id="new-vocab",
                                     placeholder="forklift, pallet, helmet, spill")
             w["create"] = gr.Button("Create project", variant="primary", elem_id="create-project")
+            w["msg"] = gr.Markdown(elem_id="projects-msg")
         with gr.Column(scale=3):
             w["summary"] = gr.Markdown(elem_id="project-summary")
             with gr.Row():
                 w["new_name"] = gr.Textbox(label="New name", scale=3, elem_id="rename-text")
                 w["rename"] = gr.Button("Rename", scale=1, elem_id="rename-project")
+            w["manage_msg"] = gr.Markdown(elem_id="projects-manage-msg")
             with gr.Row():
                 w["export"] = gr.Button("Export project", elem_id="export-project")
                 w["delete"] = gr.Button("Delete project", variant="stop", elem_id="delete-project")
@@ -152,7 +154,6 @@ def build(ctx) -> dict:
             w["import_file"] = gr.File(label="Import a project file", file_types=[".zip", ".ifs"],
                                        elem_id="import-file")
             w["import"] = gr.Button("Import", elem_id="import-project")
-    w["msg"] = gr.Markdown(elem_id="projects-msg")
     return w
 
 
@@ -161,21 +162,23 @@ def wire(ctx, w: dict, page: Page) -> None:
     state, selector, after = page.state, page.selector, page.redraw_after
     after(w["create"].click(lambda s, src, n, v: create(ctx, s, src, n, v),
                             [state, w["source"], w["name"], w["vocab"]], [state, w["msg"]]))
-    w["rename"].click(lambda s, n: rename(ctx, s, n), [state, w["new_name"]], [w["msg"]]).then(
+    w["rename"].click(lambda s, n: rename(ctx, s, n), [state, w["new_name"]], [w["manage_msg"]]).then(
         lambda s: (gr.update(choices=project_choices(ctx, s), value=project_id(s)), summary(ctx, s)),
         [state], [selector, w["summary"]])
     w["delete"].click(lambda: gr.update(visible=True), None, [w["confirm_row"]])
     w["confirm_no"].click(lambda: gr.update(visible=False), None, [w["confirm_row"]])
-    after(w["confirm_yes"].click(lambda s: delete(ctx, s), [state], [state, w["msg"]]).then(
+    after(w["confirm_yes"].click(lambda s: delete(ctx, s), [state], [state, w["manage_msg"]]).then(
         lambda: gr.update(visible=False), None, [w["confirm_row"]]))
-    w["export"].click(lambda s: export(ctx, s), [state], [w["export_file"], w["msg"]])
+    w["export"].click(lambda s: export(ctx, s), [state], [w["export_file"], w["manage_msg"]])
     after(w["import"].click(lambda s, f: import_(ctx, s, f), [state, w["import_file"]],
-                            [state, w["msg"]]))
+                            [state, w["manage_msg"]]))
 
 
 def outputs(w: dict) -> list:
-    return [w["summary"]]
+    """The summary and the exported file (of the previous project); the messages stay: they
+    report the action that changed the open project."""
+    return [w["summary"], w["export_file"]]
 
 
 def refresh(ctx, state, w: dict) -> tuple:
-    return (summary(ctx, state),)
+    return summary(ctx, state), None

@@ -1,12 +1,13 @@
 """Step 3, Sentences: browse, search and filter the training sentences by category and source
-question; edit a sentence or its labels; disable or delete it; counts per category so an
-under-covered category shows."""
+question; edit a sentence or its labels; disable or delete it (after a confirmation; the editor
+is cleared); counts per category so an under-covered category shows, with a line saying why they
+differ from the number of sentences listed."""
 from __future__ import annotations
 
 import gradio as gr
 
 from engine import workflow as wf
-from studio.common import Page, err, explain, ok, project_id
+from studio.common import Page, err, explain, md, ok, project_id
 
 TITLE, TAB_ID = "3 Sentences", "sentences"
 HEADERS = ["id", "text", "labels", "source", "enabled"]
@@ -25,7 +26,9 @@ def table(ctx, state, category=None, source=None, search="", include_disabled=Tr
     out = [[r["id"], r["text"], ", ".join(r["labels"]), r["source"], bool(r["enabled"])]
            for r in rows[:PAGE]]
     more = f" (first {PAGE} shown)" if len(rows) > PAGE else ""
-    return out, f"{len(rows)} sentences match{more}."
+    return out, (f"{len(rows)} sentences match{more}, disabled ones included. The counts per "
+                 f"category count enabled sentences only, and a sentence with several labels counts "
+                 f"once for each of them, so the two numbers differ.")
 
 
 def counts(ctx, state):
@@ -35,6 +38,14 @@ def counts(ctx, state):
         return []
     c = wf.sentence_counts(ctx.store, pid)
     return sorted(([k, v] for k, v in c.items()), key=lambda r: (r[1], r[0]))
+
+
+def filter_updates(ctx, state, category="", source=""):
+    """Dropdown updates for the category and source filters (new sources appear after knowledge
+    is generated); the chosen values stay when they still exist."""
+    cats, sources = filters(ctx, state)
+    return (gr.update(choices=cats, value=category if category in cats else ""),
+            gr.update(choices=sources, value=source if source in sources else ""))
 
 
 def filters(ctx, state):
@@ -79,6 +90,22 @@ def delete(ctx, state, sid) -> str:
     return ok(f"Deleted sentence {int(sid)}.")
 
 
+def confirm_delete(ctx, state, sid):
+    """The confirmed delete -> (message, cleared editor: id, text, labels, enabled, confirm row
+    hidden); the editor keeps the sentence when the delete failed."""
+    msg = delete(ctx, state, sid)
+    if msg.startswith("⚠️"):
+        return msg, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(visible=False)
+    return msg, None, "", "", True, gr.update(visible=False)
+
+
+def ask_delete(sid):
+    """The delete button: ask first (or say what to pick)."""
+    if sid in (None, ""):
+        return err("Pick a sentence in the table first."), gr.update(visible=False), ""
+    return "", gr.update(visible=True), f"Delete sentence {int(sid)}? This cannot be undone."
+
+
 # ---- widgets and events ------------------------------------------------------------------------
 
 def build(ctx) -> dict:
@@ -106,7 +133,11 @@ def build(ctx) -> dict:
     with gr.Row():
         w["save"] = gr.Button("Save sentence", elem_id="sent-save")
         w["delete"] = gr.Button("Delete sentence", variant="stop", elem_id="sent-delete")
-    w["msg"] = gr.Markdown()
+    with gr.Row(visible=False, elem_id="sent-confirm") as w["confirm_row"]:
+        w["confirm_text"] = gr.Markdown()
+        w["confirm_yes"] = gr.Button("Yes, delete", variant="stop", elem_id="sent-delete-yes")
+        w["confirm_no"] = gr.Button("No, keep it", elem_id="sent-delete-no")
+    w["msg"] = gr.Markdown(elem_id="sent-msg")
     return w
 
 
@@ -129,19 +160,24 @@ def wire(ctx, w: dict, page: Page) -> None:
     w["save"].click(lambda st, i, t, l, e: save(ctx, st, i, t, l, e),
                     [state, w["sid"], w["text"], w["labels"], w["enabled"]], [w["msg"]]).then(
         show, view_in, view_out)
-    w["delete"].click(lambda st, i: delete(ctx, st, i), [state, w["sid"]], [w["msg"]]).then(
-        show, view_in, view_out)
-    # knowledge may have changed since the project was opened: redraw on entering the tab
-    page.tab.select(show, view_in, view_out)
+    editor = [w["sid"], w["text"], w["labels"], w["enabled"]]
+    w["delete"].click(ask_delete, [w["sid"]], [w["msg"], w["confirm_row"], w["confirm_text"]])
+    w["confirm_no"].click(lambda: (gr.update(visible=False), ""), None, [w["confirm_row"], w["msg"]])
+    w["confirm_yes"].click(lambda st, i: confirm_delete(ctx, st, i), [state, w["sid"]],
+                           [w["msg"]] + editor + [w["confirm_row"]]).then(show, view_in, view_out)
+    # knowledge may have changed since the project was opened: filters and table redrawn on
+    # entering the tab (a new source question appears without a manual refresh)
+    page.tab.select(lambda st, c, s: filter_updates(ctx, st, c, s), [state, w["category"], w["source"]],
+                    [w["category"], w["source"]]).then(show, view_in, view_out)
 
 
 def outputs(w: dict) -> list:
-    return [w["category"], w["source"], w["table"], w["info"], w["counts"]]
+    return [w["category"], w["source"], w["table"], w["info"], w["counts"], w["msg"], w["sid"], w["text"],
+            w["labels"], w["enabled"], w["confirm_row"]]
 
 
 def refresh(ctx, state, w: dict) -> tuple:
-    """Values of :func:`outputs` when the project changes."""
-    cats, sources = filters(ctx, state)
+    """Values of :func:`outputs` when the project changes (editor and messages cleared)."""
     rows, info = table(ctx, state)
-    return (gr.update(choices=cats, value=""), gr.update(choices=sources, value=""), rows, info,
-            counts(ctx, state))
+    return (*filter_updates(ctx, state), rows, info, counts(ctx, state), "", None, "", "", True,
+            gr.update(visible=False))

@@ -1,6 +1,8 @@
 """Step 5, Train: the settings with the paper's defaults (``TrainConfig()`` and ``PromptLayout()``
-as the engine defines them; the widgets are made from their fields), the device shown, start,
-live loss curves while it runs, elapsed and remaining time, cancel, and the past runs."""
+as the engine defines them; the widgets are made from their fields, each checked with a message
+next to them), the device shown, start, live loss curves while it runs (order losses on their own
+axis), elapsed and remaining time, cancel, the past runs numbered within the project, and which
+run's classifier is in use. A panel offers to provide the CLIP weights when they are missing."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +11,8 @@ import gradio as gr
 
 from engine import workflow as wf
 from studio import figures
-from studio.common import CancellableJob, Page, Worker, err, explain, ok, project_id, weights_note
+from studio.common import (CancellableJob, Page, Worker, build_weights_panel, err, explain, number_problems, ok,
+                           problems_text, project_id, wire_weights_panel)
 
 TITLE, TAB_ID = "5 Train", "train"
 MODES = ["hierarchical", "shared", "specific"]
@@ -25,6 +28,16 @@ def _numeric_fields(cls) -> list[tuple[str, object]]:
 def config_fields() -> tuple[list, list]:
     """((name, default) of TrainConfig's numeric fields, of PromptLayout's block sizes)."""
     return _numeric_fields(wf.TrainConfig), _numeric_fields(wf.PromptLayout)
+
+
+def settings_problems(values: dict, layout_values: dict) -> list[str]:
+    """Bad or empty number boxes: epochs and batch size at least 1, other whole numbers and every
+    other number at least 0 (the engine checks the finer limits)."""
+    tf, lf = config_fields()
+    mins = {n: (1 if n in ("epochs", "batch_size") else 0, isinstance(d, int)) for n, d in tf}
+    problems = number_problems(values, mins)
+    return problems + number_problems({f"{n} tokens": v for n, v in layout_values.items()},
+                                      {f"{n} tokens": (0, True) for n, _ in lf})
 
 
 def make_config(values: dict, layout_values: dict, mode: str):
@@ -95,36 +108,57 @@ def run(ctx, state, config, cancel):
             if payload.cancelled:
                 yield ok(f"Cancelled after {len(history)} steps; nothing was saved as a classifier."), history
             else:
-                yield ok(f"Trained in {_fmt_s(payload.elapsed_s)}: classifier saved (run {payload.run_id})."), history
+                number = wf.run_number(ctx.store, pid, payload.run_id)
+                yield ok(f"Trained in {_fmt_s(payload.elapsed_s)}: run {number} of this project; its "
+                         f"classifier is now the one in use."), history
         else:
             yield explain(payload), history
 
 
+RUN_HEADERS = ["run", "status", "started", "steps", "final loss", "seconds", "config", "in use"]
+
+
 def past_runs(ctx, state) -> list[list]:
+    """Rows of the past-runs table, newest first; ``run`` is the number within the project."""
     pid = project_id(state)
     if pid is None:
         return []
-    return [[r["id"], r["status"], r["created"], r["steps"], r["final_loss"], r["elapsed"], r["config"]]
-            for r in wf.list_runs(ctx.store, pid)]
+    return [[r["number"], r["status"], r["created"], r["steps"], r["final_loss"], r["elapsed"], r["config"],
+             "yes" if r["in_use"] else ""] for r in wf.list_runs(ctx.store, pid)]
 
 
-def run_curve(ctx, state, run_id):
+def active_text(ctx, state) -> str:
     pid = project_id(state)
-    if pid is None or run_id in (None, ""):
+    if pid is None:
+        return ""
+    active = wf.active_classifier(ctx.store, pid)
+    if active is None:
+        return "Classifier in use: none yet (start a training below)."
+    return (f"Classifier in use: **run {active['run']}** of this project (trained {active['created']}); "
+            f"Classify, Evaluate and Export use it.")
+
+
+def run_curve(ctx, state, number):
+    """The loss curves of the project's run ``number`` (as the table shows it)."""
+    pid = project_id(state)
+    if pid is None or number in (None, ""):
         return figures.loss_figure([])
-    return figures.loss_figure(wf.run_history(ctx.store, pid, int(run_id)),
-                               title=f"Run {int(run_id)}")
+    runs = {r["number"]: r["id"] for r in wf.list_runs(ctx.store, pid)}
+    if int(number) not in runs:
+        return figures.loss_figure([])
+    return figures.loss_figure(wf.run_history(ctx.store, pid, runs[int(number)]),
+                               title=f"Run {int(number)}")
 
 
 # ---- widgets and events ------------------------------------------------------------------------
 
 def build(ctx) -> dict:
-    w: dict = {"cfg": {}, "layout": {}}
+    w: dict = {"cfg": {}, "layout": {}, "weights": build_weights_panel(ctx, "train")}
     tf, lf = config_fields()
     spec = ctx.settings.backbone_spec()
-    note = weights_note(spec)
-    w["device"] = gr.Markdown(f"{device_text()} · CLIP: **{spec.model}/{spec.pretrained or 'random'}**"
-                              + (f"\n\n{note}" if note else ""), elem_id="train-device")
+    w["device"] = gr.Markdown(f"{device_text()} · CLIP: **{spec.model}/{spec.pretrained or 'random'}**",
+                              elem_id="train-device")
+    w["active"] = gr.Markdown(elem_id="train-active")
     def number(name, default):
         w["cfg"][name] = gr.Number(value=default, label=name.replace("_", " "),
                                    precision=0 if isinstance(default, int) else None,
@@ -145,6 +179,7 @@ def build(ctx) -> dict:
             for name, default in tf:
                 if name not in MAIN_FIELDS:
                     number(name, default)
+    w["cfg_msg"] = gr.Markdown(elem_id="train-settings-msg")
     with gr.Row():
         w["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
         w["cancel"] = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
@@ -152,7 +187,7 @@ def build(ctx) -> dict:
     w["plot"] = gr.Plot(label="Losses", elem_id="train-plot")
     w["history"] = gr.State([])
     gr.Markdown("#### Past runs")
-    w["runs"] = gr.Dataframe(headers=["run", "status", "started", "steps", "final loss", "seconds", "config"],
+    w["runs"] = gr.Dataframe(headers=RUN_HEADERS,
                              interactive=False, elem_id="train-runs", wrap=True)
     w["run_plot"] = gr.Plot(label="Losses of the run clicked above")
     return w
@@ -163,20 +198,31 @@ def wire(ctx, w: dict, page: Page) -> None:
     cfg_names, layout_names = list(w["cfg"]), list(w["layout"])
     job = CancellableJob(ctx, "train")
 
+    wire_weights_panel(ctx, w["weights"], page.tab)
+
+    def split(vals):
+        return dict(zip(cfg_names, vals[:len(cfg_names)])), dict(zip(layout_names, vals[len(cfg_names):]))
+
     def start(request: gr.Request, st, mode, *vals):  # request first: see knowledge.wire
+        problems = settings_problems(*split(vals))
+        if problems:
+            yield problems_text(problems), err("Fix the settings marked above first."), gr.update()
+            return
         try:
-            config = make_config(dict(zip(cfg_names, vals[:len(cfg_names)])),
-                                 dict(zip(layout_names, vals[len(cfg_names):])), mode)
+            config = make_config(*split(vals), mode)
         except Exception as exc:
-            yield explain(exc), gr.update()
+            yield explain(exc), err("Fix the settings marked above first."), gr.update()
             return
         with job.running(request) as cancel:
             for text, hist in run(ctx, st, config, cancel):
-                yield text, figures.loss_figure(hist)
+                yield "", text, figures.loss_figure(hist)
 
-    inputs = [state, w["mode"]] + [w["cfg"][n] for n in cfg_names] + [w["layout"][n] for n in layout_names]
-    w["start"].click(start, inputs, [w["status"], w["plot"]]).then(
-        lambda st: past_runs(ctx, st), [state], [w["runs"]])
+    numbers = [w["cfg"][n] for n in cfg_names] + [w["layout"][n] for n in layout_names]
+    inputs = [state, w["mode"]] + numbers
+    w["start"].click(start, inputs, [w["cfg_msg"], w["status"], w["plot"]]).then(
+        lambda st: (past_runs(ctx, st), active_text(ctx, st)), [state], [w["runs"], w["active"]])
+    for box in numbers:  # a bad value is named next to the boxes as soon as it is typed
+        box.change(lambda *vals: problems_text(settings_problems(*split(vals))), numbers, [w["cfg_msg"]])
 
     job.wire_cancel(w["cancel"], w["status"])
 
@@ -191,9 +237,9 @@ def wire(ctx, w: dict, page: Page) -> None:
 
 
 def outputs(w: dict) -> list:
-    return [w["runs"], w["plot"]]
+    return [w["runs"], w["plot"], w["run_plot"], w["status"], w["active"]]
 
 
 def refresh(ctx, state, w: dict) -> tuple:
-    """Values of :func:`outputs` when the project changes."""
-    return past_runs(ctx, state), figures.loss_figure([])
+    """Values of :func:`outputs` when the project changes (no message of the previous one stays)."""
+    return past_runs(ctx, state), figures.loss_figure([]), figures.loss_figure([]), "", active_text(ctx, state)

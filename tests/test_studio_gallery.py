@@ -14,7 +14,9 @@ EVIL = ["<b>bold cat</b>", "<img src=x>", "a*b_[c](d)", "# head"]
 def test_markdown_escaping_shows_names_literally():
     # every character of the name survives as text: markup characters are escaped
     assert md("<b>bold cat</b>") == "&lt;b&gt;bold cat&lt;/b&gt;"
-    assert md("a*b_[c](d)") == r"a\*b\_\[c\]\(d\)"
+    assert md("a*b_[c](d)") == r"a\*b\_\[c\](d)"
+    assert md("`x` ~y~ $$z$$ | w") == r"\`x\` \~y\~ \$\$z\$\$ \| w"
+    assert md("file.pt: no (such) file") == "file.pt: no (such) file"
     assert md("# head") == r"\# head"
     assert md("two\nlines") == "two lines"
     assert html_text('<img src=x onerror="y">') == "&lt;img src=x onerror=&quot;y&quot;&gt;"

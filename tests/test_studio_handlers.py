@@ -154,8 +154,8 @@ def test_no_project_open_gives_messages_not_errors(ctx):
     assert "No project" in projects.summary(ctx, {})
     assert projects.rename(ctx, {}, "x").startswith("⚠️")
     assert list(train.run(ctx, {}, None, threading.Event()))[-1][0].startswith("⚠️")
-    rows, msg = classify.classify(ctx, {}, ["x.png"])
-    assert rows == [] and msg.startswith("⚠️")
+    res, msg = classify.classify(ctx, {}, ["x.png"])
+    assert res is None and msg.startswith("⚠️")
     assert export.export(ctx, {})[2].startswith("⚠️")
 
 
@@ -263,21 +263,23 @@ def _images(tmp_path):
 
 
 def test_classify_images_and_a_text_file(ctx, trained, tmp_path):
-    rows, msg = classify.classify(ctx, trained, _images(tmp_path), k=2)
+    res, msg = classify.classify(ctx, trained, _images(tmp_path), k=2)
     assert "2 images scored" in msg and "1 could not be read" in msg
+    rows = res.rows
     bad = [r for r in rows if r["status"] != "ok"]
     assert len(bad) == 1 and "not an image" in bad[0]["error"]
     ok_rows = [r for r in rows if r["status"] == "ok"]
     assert len(ok_rows) == 2 and all("tuned_scores" in r and "handcrafted_scores" in r for r in ok_rows)
-    html = classify.results_html(rows, k=2, threshold=0.0)
-    assert html.count('class="ifs-label"') == 4 and "notes.txt" in html and "ifs-error" in html
+    html = classify.results_html(res, k=2, compare=False)
+    assert html.count('<span class="ifs-chip') == 4 and "notes.txt" in html and "ifs-error" in html
+    assert html.count('class="ifs-thumb" src="data:image/jpeg;base64,') == 2
+    assert classify.results_html(res, k=2, compare=True).count('<span class="ifs-chip') == 8
     csv_path, json_path = classify.write_downloads(rows, tmp_path / "out")
     lines = open(csv_path).read().splitlines()
     assert len(lines) == 4 and "tuned:cat" in lines[0] and "handcrafted:sofa" in lines[0]
-    assert classify.first_figure(rows, 2, 0.0).data
 
 
-def test_classify_zip_and_refuses_escaping_member(ctx, trained, tmp_path):
+def test_classify_zip_keeps_paths_and_refuses_only_the_escaping_member(ctx, trained, tmp_path):
     import zipfile
 
     imgs = _images(tmp_path)
@@ -288,9 +290,15 @@ def test_classify_zip_and_refuses_escaping_member(ctx, trained, tmp_path):
     bad = tmp_path / "bad.zip"
     with zipfile.ZipFile(bad, "w") as zf:
         zf.writestr("../../evil.png", b"x")
-    rows, msg = classify.classify(ctx, trained, [str(good), str(bad)], k=1)
-    assert sum(r["status"] == "ok" for r in rows) == 2
-    assert any("zip refused" in r.get("error", "") for r in rows)
+        zf.write(imgs[0], "sub/kept.png")
+    res, msg = classify.classify(ctx, trained, [str(good), str(bad)], k=1)
+    assert [r["file"] for r in res.rows if r["status"] == "ok"] == \
+        ["folder.zip/pics/a.png", "folder.zip/pics/b.jpg", "bad.zip/sub/kept.png"]
+    refused = [r for r in res.rows if r["status"] != "ok"]
+    assert len(refused) == 1 and refused[0]["file"] == "bad.zip/../../evil.png"
+    assert "refused" in refused[0]["error"]
+    # the project has a classifier: no message may say otherwise
+    assert "3 images scored, 1 could not be read." in msg and "no trained classifier" not in msg
 
 
 def test_missing_clip_weights_are_explained(ctx, trained, tmp_path, monkeypatch):
@@ -299,12 +307,12 @@ def test_missing_clip_weights_are_explained(ctx, trained, tmp_path, monkeypatch)
                                           clip_model="RN50", clip_pretrained="openai",
                                           clip_checkpoint=str(tmp_path / "missing.pt")),
                   store=ctx.store)
-    from studio.common import weights_note
+    from studio.common import weights_panel_view
 
-    note = weights_note(offline.settings.backbone_spec())
-    assert "missing.pt" in note
-    rows, msg = classify.classify(offline, trained, _images(tmp_path)[:1])
-    assert msg.startswith("⚠️") and "missing.pt" in msg
+    panel, text, download = weights_panel_view(offline)
+    assert panel["visible"] is True and "missing.pt" in text and not download["visible"]
+    res, msg = classify.classify(offline, trained, _images(tmp_path)[:1])
+    assert res is None and msg.startswith("⚠️") and "missing.pt" in msg
 
 
 def test_evaluate_on_a_csv_set(ctx, trained, tmp_path):
