@@ -12,7 +12,9 @@ evaluation on a labelled set (METHOD.md section 6) - and kept with that evaluati
   over every category (a Gaussian prior, ``CalibrationSettings.prior_strength``); a category
   with no positive (or no negative) image gets the pooled fit alone.
 * The threshold of a category is the score at which its probability reaches
-  ``CalibrationSettings.decision_probability`` (0.5: "more likely than not").
+  ``CalibrationSettings.decision_probability`` (0.5: "more likely than not"). Where the scores do
+  not rise with presence at all (not even pooled), the probability is the category's base rate
+  whatever the score, and the threshold is out of reach (or always met).
 
 Before any calibration, :func:`within_image_scale` maps one image's scores onto 0-1 by their
 rank within that image (1 = its best category); this is NOT a probability and the studio says so.
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
+
+NEVER = 1e9  # the threshold of a category whose score carries no information (finite: JSON)
 
 
 @dataclass
@@ -132,6 +136,11 @@ def fit_calibration(scores, targets, categories: Sequence[str], source: str = ""
             a, b = pooled
         if a <= 1e-6:  # scores that do not rise with presence: fall back to the pooled fit
             a, b = pooled
+        if a <= 1e-6:  # not even pooled: the score says nothing, the chance is the base rate
+            rate = (y[:, n].sum() + 1.0) / (len(y) + 2.0)
+            slope[c], intercept[c] = 0.0, math.log(rate / (1.0 - rate))
+            thresholds[c] = NEVER if rate < st.decision_probability else -NEVER
+            continue
         slope[c], intercept[c] = a / std, b - a * mean / std
         thresholds[c] = (logit - intercept[c]) / slope[c]
     return Calibration(cats, slope, intercept, thresholds, source, int(s.shape[0]), positives)

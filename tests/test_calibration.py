@@ -102,3 +102,16 @@ def test_label_chips_with_and_without_calibration():
     assert [c for c, _, _ in chips] == ["cat", "sofa", "dog"]
     assert [on for _, _, on in chips] == [True, True, False]
     assert chips[0][1] == pytest.approx(1 / (1 + np.exp(-(40 * 0.31 - 8))))
+
+
+def test_scores_that_carry_no_information_give_the_base_rate():
+    rng = np.random.default_rng(3)
+    s = rng.uniform(0, 0.4, size=(200, 3))
+    y = (s < 0.1).astype(float)  # present when the score is LOW: no increasing fit exists
+    cal = fit_calibration(s, y, CATS)
+    for n, c in enumerate(CATS):
+        assert cal.slope[c] == 0.0
+        assert cal.probability(c, 0.0) == pytest.approx(cal.probability(c, 0.4))
+        assert cal.probability(c, 0.3) == pytest.approx((y[:, n].sum() + 1) / 202)
+        chips = label_chips({"cat": 0.3, "dog": 0.2, "sofa": 0.1}, 3, cal)
+        assert not any(on for _, _, on in chips)  # a base rate under 0.5 never passes
