@@ -2,7 +2,8 @@
 chips (confidence on a 0-1 scale, bold when over the category's threshold), the hand-crafted
 prompts' chips beside on demand, and a card with the reason for a file that could not be scored.
 
-Pure functions: prepared cards in, HTML out (every name escaped: user text is data).
+Pure functions: prepared cards in, HTML out (every name escaped: user text is data); ``CSS`` is
+added to the page by the layout.
 
 A card: ``{"name": str, "thumb": data URI | None, "error": str | None,
 "chips": {"tuned"|"handcrafted": [(label, confidence 0-1, over threshold: bool)]}}``.
@@ -14,7 +15,7 @@ from studio.common import html_text
 MAX_CARDS = 300
 KIND_TITLE = {"tuned": "tuned prompts", "handcrafted": "hand-crafted prompts"}
 
-STYLE = """<style>
+CSS = """
 .ifs-gallery { display: flex; flex-wrap: wrap; gap: 10px; }
 .ifs-card { border: 1px solid #ccc; border-radius: 6px; padding: 6px; width: 220px; }
 .ifs-card.ifs-error { border-color: #d62728; }
@@ -27,7 +28,7 @@ STYLE = """<style>
 .ifs-chips.ifs-base .ifs-chip { background: #eee; color: #444; }
 .ifs-chips.ifs-base .ifs-chip.ifs-on { background: #777; color: #fff; }
 .ifs-error-text { color: #b00; font-size: 12px; }
-</style>"""
+"""
 
 
 def _chips(kind: str, chips, base: bool) -> str:
@@ -62,5 +63,5 @@ def gallery_html(cards: list[dict], kinds: list[str]) -> str:
     shown = cards[:MAX_CARDS]
     more = (f'<p>First {MAX_CARDS} of {len(cards)} files shown; every score is in the CSV/JSON '
             f'download.</p>') if len(cards) > MAX_CARDS else ""
-    return (STYLE + '<div class="ifs-gallery">' + "".join(card_html(c, kinds) for c in shown)
+    return ('<div class="ifs-gallery">' + "".join(card_html(c, kinds) for c in shown)
             + "</div>" + more)

@@ -12,15 +12,13 @@ import uuid
 
 import gradio as gr
 
-from studio import classify, evaluate, export, graph, knowledge, projects, sentences, train
+from studio import classify, evaluate, export, gallery, graph, knowledge, projects, sentences, train
 from studio.common import Page, project_id
 from studio.context import Ctx, StudioSettings
 
 TABS = (projects, knowledge, sentences, graph, train, classify, evaluate, export)
 
-CSS = """
-.ifs-card { border: 1px solid #ddd; border-radius: 6px; padding: 6px 10px; margin: 4px 0; }
-.ifs-error { border-color: #d62728; }
+CSS = gallery.CSS + """
 .ifs-base { color: #777; padding-left: 10px; }
 """
 
