@@ -129,7 +129,12 @@ def graph_figure(
     pos = circle_positions(shown)
     if focus in pos and len(shown) > 1:  # the focus in the middle, its neighbours around it
         ring = [c for c in shown if c != focus]
-        pos = {**circle_positions(ring), focus: (0.0, 0.0)}
+        if len(ring) < 4:  # a few neighbours on an arc above: no edge runs through the middle node
+            pos = {c: (math.cos(math.pi * (0.25 + 0.25 * i)), math.sin(math.pi * (0.25 + 0.25 * i)))
+                   for i, c in enumerate(ring)}
+        else:
+            pos = circle_positions(ring)
+        pos[focus] = (0.0, 0.0)
 
     in_clique = clique_pairs(cliques)
     added_set = {frozenset(p) for p in added}

@@ -31,9 +31,8 @@ def draw(ctx, state, tau, focus=None):
     fig = figures.graph_figure(g["categories"], g["edges"], g["weights"], g["super_of"],
                                g["cliques"], added=g["added"], focus=focus)
     cliques = [c for c in g["cliques"] if focus is None or focus in c]
-    lines = [f"**{len(g['edges'])} edges, {len(g['cliques'])} cliques** (tau = {g['tau']})"]
-    if focus:
-        lines.append(f"Cliques with {md(focus)}: {len(cliques)}")
+    lines = [f"**{len(g['edges'])} edges, {len(g['cliques'])} cliques** (tau = {g['tau']})"
+             + (f"; cliques with {md(focus)}: {len(cliques)}" if focus else "") + "\n"]
     lines += [f"- {md_list(c)}" for c in cliques[:MAX_CLIQUES_LISTED]]
     if len(cliques) > MAX_CLIQUES_LISTED:
         lines.append(f"- ... and {len(cliques) - MAX_CLIQUES_LISTED} more")

@@ -131,15 +131,16 @@ def category_choices(ctx, state) -> list[str]:
 
 
 def category_details(ctx, state, category):
-    """-> (kept-attributes checkbox update, attribute list text, synonyms text, super-category,
-    prompt). Every attribute is a choice of the checkbox group; the kept ones are ticked."""
+    """-> (kept-attributes checkbox update, "" for the box of attributes to add, synonyms text,
+    super-category, prompt). Every attribute is a choice of the checkbox group (shown once); the
+    kept ones are ticked."""
     pid = project_id(state)
     if pid is None or not category:
         return gr.update(choices=[], value=[]), "", "", "", ""
     d = wf.category_details(ctx.store, pid, category)
     texts = [a["text"] for a in d["attributes"]]
     kept = [a["text"] for a in d["attributes"] if a["kept"]]
-    return (gr.update(choices=texts, value=kept), "\n".join(texts), ", ".join(d["synonyms"]),
+    return (gr.update(choices=texts, value=kept), "", ", ".join(d["synonyms"]),
             d["super"] or "", d["prompt"] or "")
 
 
@@ -156,21 +157,22 @@ def prompt_in_use(ctx, state, category) -> str:
     return f"Prompt in use: {md(prompt)}" + ("" if own else " (the default template; type one above to replace it)")
 
 
-def save_category(ctx, state, category, attribute_text, kept, synonyms, super_, prompt) -> str:
-    """``attribute_text``: the attributes, one a line (edit, add or remove lines); ``kept``: the
-    ticked ones. A new line is kept unless the person unticks it after saving."""
+def save_category(ctx, state, category, new_attributes, kept, synonyms, super_, prompt) -> str:
+    """``kept``: the ticked attributes (the others are dropped, not deleted: tick them again to
+    keep them); ``new_attributes``: attributes to add, one a line (kept). To change a text, add
+    the new one and untick the old."""
     pid = project_id(state)
     if pid is None or not category:
         return err("Open a project and choose a category first.")
-    old = {a["text"] for a in wf.category_details(ctx.store, pid, category)["attributes"]}
+    old = [a["text"] for a in wf.category_details(ctx.store, pid, category)["attributes"]]
     kept = set(kept or [])
-    attrs, seen = [], set()
-    for line in (attribute_text or "").splitlines():
+    attrs = [{"text": text, "kept": text in kept} for text in old]
+    seen = {text.casefold() for text in old}
+    for line in (new_attributes or "").splitlines():
         text = " ".join(line.split())
-        if not text or text.casefold() in seen:
-            continue
-        seen.add(text.casefold())
-        attrs.append({"text": text, "kept": text in kept or text not in old})
+        if text and text.casefold() not in seen:
+            seen.add(text.casefold())
+            attrs.append({"text": text, "kept": True})
     syns = [x.strip() for x in (synonyms or "").replace("\n", ",").split(",") if x.strip()]
     try:
         wf.update_category(ctx.store, pid, category, attributes=attrs, synonyms=syns,
@@ -216,16 +218,16 @@ def build(ctx) -> dict:
     with gr.Row():
         w["generate"] = gr.Button("Generate knowledge", variant="primary", elem_id="gen-knowledge")
         w["cancel"] = gr.Button("Cancel", variant="stop", elem_id="cancel-knowledge")
+    w["msg"] = gr.Markdown(elem_id="knowledge-msg")
     w["progress"] = gr.Slider(0, 1, value=0, label="Answers", interactive=False,
                               elem_id="knowledge-progress")
-    w["msg"] = gr.Markdown(elem_id="knowledge-msg")
     gr.Markdown("#### Per category")
     with gr.Row():
         w["category"] = gr.Dropdown([], label="Category", elem_id="kn-category")
         w["regen"] = gr.Button("Regenerate this category", elem_id="regen-category")
     w["keep"] = gr.CheckboxGroup([], label="Attributes kept (untick to drop one)", elem_id="kn-keep")
-    with gr.Accordion("Edit the attribute texts (one a line: change, add or remove)", open=False):
-        w["attrs"] = gr.Textbox(show_label=False, lines=6, elem_id="kn-attributes")
+    w["attrs"] = gr.Textbox(label="Add attributes (one a line; to change one, add the new text and "
+                                  "untick the old)", lines=2, elem_id="kn-attributes")
     with gr.Row():
         w["synonyms"] = gr.Textbox(label="Synonyms (comma-separated)", elem_id="kn-synonyms")
         w["super"] = gr.Textbox(label="Super-category", elem_id="kn-super")

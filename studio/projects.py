@@ -165,6 +165,7 @@ def wire(ctx, w: dict, page: Page) -> None:
     w["rename"].click(lambda s, n: rename(ctx, s, n), [state, w["new_name"]], [w["manage_msg"]]).then(
         lambda s: (gr.update(choices=project_choices(ctx, s), value=project_id(s)), summary(ctx, s)),
         [state], [selector, w["summary"]])
+    page.tab.select(lambda s: summary(ctx, s), [state], [w["summary"]])  # runs/sentences may have changed
     w["delete"].click(lambda: gr.update(visible=True), None, [w["confirm_row"]])
     w["confirm_no"].click(lambda: gr.update(visible=False), None, [w["confirm_row"]])
     after(w["confirm_yes"].click(lambda s: delete(ctx, s), [state], [state, w["manage_msg"]]).then(

@@ -178,14 +178,14 @@ def test_knowledge_cancel(ctx):
 def test_category_edit_persists(ctx, trained):
     cat = knowledge.category_choices(ctx, trained)[0]
     keep, text, syn, sup, prompt = knowledge.category_details(ctx, trained, cat)
-    attrs = text.splitlines()
-    assert len(attrs) == 2 and keep["value"] == attrs
-    # drop the first, rename nothing, add one
-    msg = knowledge.save_category(ctx, trained, cat, text + "\nsoft fur", attrs[1:], "kitty, feline",
+    attrs = keep["choices"]
+    assert len(attrs) == 2 and keep["value"] == attrs and text == ""  # listed once, as ticks
+    # drop the first, add one (an existing text typed again is not added twice)
+    msg = knowledge.save_category(ctx, trained, cat, f"{attrs[1]}\nsoft fur", attrs[1:], "kitty, feline",
                                   "animal", "a photo of a cat.")
     assert "Saved" in msg
     keep2, text2, syn2, sup2, prompt2 = knowledge.category_details(ctx, trained, cat)
-    assert text2.splitlines() == attrs + ["soft fur"]
+    assert keep2["choices"] == attrs + ["soft fur"] and text2 == ""
     assert keep2["value"] == [attrs[1], "soft fur"]
     assert syn2 == "kitty, feline" and sup2 == "animal" and prompt2 == "a photo of a cat."
     edited = {a.text: a.edited for a in ctx.store.list_attributes(trained["project"], cat)}

@@ -206,6 +206,6 @@ def test_the_prompt_in_use_is_shown(ctx, pets):
 def test_graph_neighbourhood_of_one_category(ctx, pets):
     state, _ = pets
     fig, text = graph.draw(ctx, state, 1, focus="sofa")
-    assert "Cliques with sofa" in text
+    assert "cliques with sofa: 1" in text
     nodes = {x: (t.x[i], t.y[i]) for t in fig.data if not t.name.startswith("edge:") for i, x in enumerate(t.text)}
     assert nodes["sofa"] == (0.0, 0.0)

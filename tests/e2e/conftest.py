@@ -92,16 +92,18 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def shots():
-    """``shots(page, name)`` saves ``artifacts/e2e/NN-name.png`` (numbered in step order)."""
-    if ARTIFACTS.exists():
-        shutil.rmtree(ARTIFACTS)
-    ARTIFACTS.mkdir(parents=True)
+def shots(request):
+    """``shots(page, name)`` saves ``artifacts/e2e/<test module>/NN-name.png`` (numbered in step
+    order; each module's folder is emptied when it starts)."""
+    folder = ARTIFACTS / request.module.__name__.rsplit(".", 1)[-1]
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
     counter = {"n": 0}
 
     def take(page, name: str) -> Path:
         counter["n"] += 1
-        path = ARTIFACTS / f"{counter['n']:02d}-{name}.png"
+        path = folder / f"{counter['n']:02d}-{name}.png"
         page.screenshot(path=str(path), full_page=True)
         return path
 

@@ -132,8 +132,9 @@ def test_studio_end_to_end(app_server, browser, shots):
     wait_text(page, "#classify-msg", "images scored", timeout=300_000)
     cards = page.locator("#classify-results .ifs-card")
     assert cards.count() == 3
-    labels = page.locator("#classify-results .ifs-card:not(.ifs-error) .ifs-label")
-    assert labels.count() == 2 * 3, "top-3 labels for each of the two images"
+    assert page.locator("#classify-results img.ifs-thumb").count() == 2, "a thumbnail per image"
+    labels = page.locator("#classify-results .ifs-card:not(.ifs-error) .ifs-chip")
+    assert labels.count() == 2 * 3, "top-3 label chips for each of the two images"
     names = {labels.nth(i).get_attribute("data-label") for i in range(labels.count())}
     assert names <= {"cat", "dog", "sofa"}
     error = page.locator("#classify-results .ifs-error")
