@@ -27,6 +27,7 @@ Two jobs, both plain data plumbing (no model code):
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -392,16 +393,24 @@ class ImageFileDataset:
         return len(self.files)
 
     def __getitem__(self, i: int):
-        path = self.files[i]
-        try:
-            if os.path.getsize(path) == 0:
-                return i, None, "empty file (0 bytes)"
-            return i, self.preprocess(load_rgb(path, self.draft_size)), None
-        except UnidentifiedImageError:
-            return i, None, "not an image (no image format recognised in this file)"
-        except Exception as exc:  # noqa: BLE001 - any decode failure is reported, never fatal
-            msg = str(exc).splitlines()[0] if str(exc) else ""
-            return i, None, f"cannot read image: {type(exc).__name__}: {msg}".rstrip(": ")
+        return (i, *decode_image(self.files[i], self.preprocess, self.draft_size))
+
+
+def decode_image(source: str | Path | bytes, preprocess: Callable, draft_size: int | None = None):
+    """``(tensor, None)`` or ``(None, "<one-line reason>")`` for a file path or a file's bytes: the
+    one decoding of batch prediction (the local loader and the Ray path both call it)."""
+    try:
+        empty = len(source) == 0 if isinstance(source, (bytes, bytearray, memoryview)) else os.path.getsize(source) == 0
+        if empty:
+            return None, "empty file (0 bytes)"
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            source = io.BytesIO(source)
+        return preprocess(load_rgb(source, draft_size)), None
+    except UnidentifiedImageError:
+        return None, "not an image (no image format recognised in this file)"
+    except Exception as exc:  # noqa: BLE001 - any decode failure is reported, never fatal
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        return None, f"cannot read image: {type(exc).__name__}: {msg}".rstrip(": ")
 
 
 @dataclass
