@@ -113,11 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("predict", "score images: a folder (recursively) or files")
     p.add_argument("project")
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
-    p.add_argument("-o", "--output", required=True, help="output .csv or .jsonl (appended; resumable)")
-    p.add_argument("--format", choices=("csv", "jsonl"), help="default: from the output's suffix")
+    p.add_argument("-o", "--output", required=True,
+                   help="output .csv or .jsonl (appended; resumable); with --ray a folder or URI of shards")
+    p.add_argument("--format", choices=("csv", "jsonl", "parquet"),
+                   help="default: from the output's suffix (--ray: parquet)")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--no-baseline", action="store_true", help="tuned classifier only")
     _loader_opts(p)
+    _ray_opts(p)
 
     p = cmd("evaluate", "mAP / F1@k on a labelled set, tuned vs hand-crafted")
     p.add_argument("project")
@@ -128,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=3, help="top-k for the F1 figures")
     p.add_argument("--json", help="write the result here (default: evaluation-<project>.json)")
     _loader_opts(p)
+    _ray_opts(p)
 
     p = cmd("export", "write a project to one archive")
     p.add_argument("project")
@@ -142,6 +146,24 @@ def _loader_opts(p) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="image-decoding worker processes")
+
+
+def _ray_opts(p) -> None:
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray Data: a local instance, or the cluster at ADDRESS (ray://host:10001, "
+                        "host:6379, auto); put it after the sources")
+    p.add_argument("--ray-actors", type=int, help="model actors (default: one per GPU of the cluster, else 1)")
+    p.add_argument("--ray-gpus-per-actor", type=float, help="default: 1 when the cluster has GPUs, else 0")
+
+
+def _ray_settings(args, fmt: str | None = None):
+    """RaySettings from --ray and its options (None without --ray)."""
+    if not getattr(args, "ray", None):
+        return None
+    from engine.ray_predict import RaySettings
+
+    return RaySettings(address=args.ray, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
+                       batch_size=args.batch_size, fmt=fmt or "parquet")
 
 
 def _coerce(value: str, default):
@@ -384,7 +406,7 @@ def cmd_predict(args, store, stop):
         s = wf.predict_files(store, pid, args.inputs, args.output, fmt=args.format,
                              backbone_spec=backbone_spec(args), top_k=args.top_k, loader=_loader(args),
                              include_baseline=not args.no_baseline, on_progress=progress,
-                             should_stop=stop, device=args.device)
+                             should_stop=stop, device=args.device, ray=_ray_settings(args, args.format))
     finally:
         bar.close()
     print(f"{s.scored} scored, {s.failed} unreadable (reported), {s.skipped} already in "
@@ -410,7 +432,7 @@ def cmd_evaluate(args, store, stop):
     try:
         res = wf.evaluate_project(store, pid, data, backbone_spec=backbone_spec(args), k=args.k,
                                   loader=_loader(args), on_progress=progress, should_stop=stop,
-                                  device=args.device)
+                                  device=args.device, ray=_ray_settings(args))
     finally:
         bar.close()
     out = Path(args.json or f"evaluation-{pid}.json")

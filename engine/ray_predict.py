@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,7 @@ from typing import Iterable, Sequence
 
 from engine.batch_scoring import error_row, predict_rows, score_pixels
 from engine.datasets import IMAGE_EXTENSIONS, DatasetError, decode_image
+from engine.errors import EngineError
 
 FORMATS = ("parquet", "csv", "jsonl")
 SUFFIX = {"parquet": ".parquet", "csv": ".csv", "jsonl": ".json"}
@@ -45,11 +47,11 @@ SUMMARY = "_summary.json"
 INSTALL = "pip install '.[ray]' (or pip install -r requirements-ray.txt)"
 
 
-class RayUnavailable(RuntimeError):
+class RayUnavailable(EngineError):
     """Ray Data is not installed; the message says how to install it."""
 
 
-class RayPredictError(ValueError):
+class RayPredictError(EngineError):
     """Bad input for the Ray path (one sentence)."""
 
 
@@ -136,19 +138,18 @@ class Source:
     scheme: str = ""
 
     def name_of(self, ray_path: str) -> str | None:
-        """The file's name as the local path writes it (folder as given + relative path)."""
-        if not self.is_dir:
-            return self.display(self.given) if ray_path == self.resolved else None
-        root = self.resolved.rstrip("/") + "/"
-        if not ray_path.startswith(root):
+        """The file's key as the local path writes it (a local file: its resolved absolute path,
+        engine.workflow.predict_output.file_key; a URI: the source as given + relative path)."""
+        if self.is_dir:
+            root = self.resolved.rstrip("/") + "/"
+            if not ray_path.startswith(root):
+                return None
+            rel = ray_path[len(root):]
+        elif ray_path != self.resolved:
             return None
-        rel = ray_path[len(root):]
-        if self.scheme:
-            return self.given.rstrip("/") + "/" + rel
-        return str(Path(self.given) / rel)
-
-    def display(self, given: str) -> str:
-        return given if self.scheme else str(Path(given))
+        if not self.scheme:
+            return os.path.realpath(ray_path)
+        return self.given.rstrip("/") + "/" + rel if self.is_dir else self.given
 
 
 def resolve_sources(sources: Iterable[str | Path]) -> list[Source]:
@@ -443,7 +444,7 @@ def score_files_on_ray(backbone, classifiers: dict, categories: list[str], files
     kept, failures = [], []
     parts: dict[str, list] = {n: [] for n in classifiers}
     for i, f in enumerate(files):
-        row = by_name.get(str(Path(f))) if f not in missing else None
+        row = by_name.get(os.path.realpath(f)) if f not in missing else None
         if row is None or row["status"] != "ok":
             reason = row["error"] if row else decode_image(f, lambda im: im)[1]
             failures.append((f, reason))

@@ -62,18 +62,18 @@ def _local_rows(bb, clfs, sources):
     return {r["file"]: r for r in predict_with(bb, clfs, CATS, sources, None, top_k=3).rows}
 
 
-def _assert_same_rows(local: dict, rows: list[dict]):
+def _assert_same_rows(local: dict, rows: list[dict], names=("tuned", "handcrafted"), cats=CATS):
     assert sorted(r["file"] for r in rows) == sorted(local)  # every file exactly once
     for r in rows:
         want = local[r["file"]]
         assert (r["status"], r["error"]) == (want["status"], want["error"])
-        for name in ("tuned", "handcrafted"):
+        for name in names:
             if want["status"] != "ok":
                 assert f"{name}_scores" not in r
                 continue
             assert [c for c, _ in r[f"{name}_top_k"]] == [c for c, _ in want[f"{name}_top_k"]]
-            got = np.array([r[f"{name}_scores"][c] for c in CATS])
-            exp = np.array([want[f"{name}_scores"][c] for c in CATS])
+            got = np.array([r[f"{name}_scores"][c] for c in cats])
+            exp = np.array([want[f"{name}_scores"][c] for c in cats])
             np.testing.assert_allclose(got, exp, atol=1e-5, rtol=0)
 
 
@@ -151,7 +151,40 @@ def test_evaluate_scores_match_the_local_path(ray_instance, images, model):
         np.testing.assert_allclose(scores[name], local_scores[name], atol=1e-5, rtol=0)
 
 
-def test_without_ray_the_message_says_how_to_install(monkeypatch):
+def test_cli_predict_and_evaluate_with_ray_match_the_local_path(ray_instance, images, tmp_path, capsys):
+    from engine.__main__ import main
+
+    db, clip, cats = str(tmp_path / "s.db"), ["--clip-model", "tiny-rn"], ["cat", "dog", "car"]
+    assert main(["--db", db, "new", "p", "--names", ", ".join(cats)]) == 0
+    folder = str(images / "part1")
+    local_out, ray_out = tmp_path / "local.jsonl", tmp_path / "ray-out"
+    assert main(["--db", db, "--quiet", *clip, "predict", "p", folder, "-o", str(local_out)]) == 0
+    capsys.readouterr()
+    assert main(["--db", db, "--quiet", *clip, "predict", "p", folder, "-o", str(ray_out),
+                 "--batch-size", "16", "--ray"]) == 0
+    n = N_IMAGES // 3 + 2
+    assert f"{n - 2} scored, 2 unreadable (reported), 0 already in" in capsys.readouterr().out
+    local = {r["file"]: r for r in map(json.loads, local_out.read_text().splitlines())}
+    _assert_same_rows(local, read_output(ray_out, "parquet", cats), names=("handcrafted",), cats=cats)
+    # evaluate --ray: the same figures as the local path on a CSV labelled set
+    files = sorted(p.name for p in (images / "part1").iterdir())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filename,labels\n" + "".join(f"{f},{cats[i % 3]};{cats[(i + 1) % 3]}\n"
+                                                     for i, f in enumerate(files)))
+    results = []
+    for extra in ([], ["--ray"]):
+        out = tmp_path / f"eval{len(extra)}.json"
+        assert main(["--db", db, "--quiet", *clip, "evaluate", "p", str(labels), "--images", folder,
+                     "--json", str(out), "--batch-size", "16", *extra]) == 0
+        results.append(json.loads(out.read_text()))
+    local_eval, ray_eval = results
+    assert ray_eval["images"] == local_eval["images"] == n - 2 and ray_eval["failures"] == local_eval["failures"]
+    for key in ("mAP", "CF1", "OF1"):
+        assert ray_eval["results"]["handcrafted"][key] == pytest.approx(local_eval["results"]["handcrafted"][key],
+                                                                        abs=1e-4)
+
+
+def test_without_ray_the_message_says_how_to_install(monkeypatch, tmp_path, capsys):
     import builtins
 
     from engine import ray_predict
@@ -166,3 +199,9 @@ def test_without_ray_the_message_says_how_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ray_predict.RayUnavailable, match=r"pip install '\.\[ray\]'"):
         ray_predict.require_ray()
+    from engine.__main__ import main
+
+    rc = main(["--db", str(tmp_path / "s.db"), "new", "p", "--names", "cat, dog"])
+    rc = main(["--db", str(tmp_path / "s.db"), "--clip-model", "tiny-rn", "predict", "p", str(tmp_path),
+               "-o", str(tmp_path / "out"), "--ray"])
+    assert rc == 2 and "pip install '.[ray]'" in capsys.readouterr().err

@@ -36,13 +36,15 @@ def score_labelled_set(backbone, classifiers: dict, data: LabelledSet, loader: L
 def evaluate_project(store, project_id: int, dataset: str | Path | LabelledSet, image_dir=None,
                      backbone_spec=None, k: int = 3, loader: LoaderSettings | None = None,
                      on_progress: Callable | None = None, should_stop: Callable | None = None,
-                     device=None, save: bool = True) -> dict:
+                     device=None, save: bool = True, ray=None) -> dict:
     """mAP, CP/CR/CF1/OP/OR/OF1 at top-``k`` and per-category AP of the tuned classifier and the
     hand-crafted baseline on the same images (METHOD.md section 6), stored as an evaluation row.
 
     ``dataset``: a VOC folder, a COCO instances JSON or a CSV/TSV of filename,labels (or a
     ready :class:`LabelledSet`). Dataset names are matched to the project's categories
-    (synonyms count); unreadable images are skipped for both and listed in ``failures``."""
+    (synonyms count); unreadable images are skipped for both and listed in ``failures``.
+    ``ray``: an :class:`engine.ray_predict.RaySettings` scores the images on Ray Data instead
+    (same scoring code, same scores); the metrics are computed here as for the local path."""
     from engine.clip_backbone import load_backbone
     from engine.metrics import evaluate_scores
 
@@ -59,7 +61,12 @@ def evaluate_project(store, project_id: int, dataset: str | Path | LabelledSet, 
     spec = project_backbone_spec(store, project_id, backbone_spec)
     backbone = load_backbone(spec, device=device)
     clfs = project_classifiers(store, project_id, backbone)
-    scores, kept, failures = score_labelled_set(backbone, clfs, data, loader, on_progress, should_stop)
+    if ray is not None:
+        from engine.ray_predict import score_files_on_ray
+
+        scores, kept, failures = score_files_on_ray(backbone, clfs, names, data.images, ray)
+    else:
+        scores, kept, failures = score_labelled_set(backbone, clfs, data, loader, on_progress, should_stop)
     if should_stop is not None and should_stop():
         raise WorkflowError("Evaluation cancelled.")
     if not kept:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from engine.batch_scoring import error_row, predict_rows
 from engine.datasets import LoaderSettings, list_images
 from engine.workflow.base import WorkflowError
 from engine.workflow.predict_output import csv_header, done_files, file_key
@@ -29,29 +30,6 @@ class PredictSummary:
     rows: list = field(default_factory=list)
 
 
-def _top_k(row, categories, k):
-    from engine.classifier import top_k
-
-    return [[name, _f32(score)] for name, score in top_k(row, categories, k)]
-
-
-def _f32(v) -> float:
-    """A float32 score as the shortest decimal that reads back to the same float32 (9 digits)."""
-    return float(f"{float(v):.9g}")
-
-
-def predict_rows(categories: list[str], indices, scores: dict, files, top_k: int) -> list[dict]:
-    """Output rows (dicts) of one batch: file, status, top-k of each classifier, all scores."""
-    rows = []
-    arrays = {name: sc.numpy() for name, sc in scores.items()}
-    for j, i in enumerate(indices):
-        row = {"file": str(files[i]), "status": "ok", "error": ""}
-        for name, arr in arrays.items():
-            vals = arr[j]
-            row[f"{name}_top_k"] = _top_k(vals, categories, top_k)
-            row[f"{name}_scores"] = dict(zip(categories, [_f32(v) for v in vals.tolist()]))
-        rows.append(row)
-    return rows
 
 
 def _csv_line(row, categories, names):
@@ -126,7 +104,7 @@ def predict_with(backbone, classifiers: dict, categories: list[str], inputs: Ite
         for indices, scores, failures in stream_scores(backbone, classifiers, paths, loader, should_stop):
             rows = predict_rows(categories, indices, scores, todo, top_k) if indices else []
             order = list(indices) + [i for i, _ in failures]
-            rows += [{"file": todo[i], "status": "error", "error": err} for i, err in failures]
+            rows += [error_row(todo[i], err) for i, err in failures]
             rows = [r for _, r in sorted(zip(order, rows), key=lambda t: t[0])]
             summary.scored += len(indices)
             summary.failed += len(failures)
@@ -144,7 +122,7 @@ def predict_files(store, project_id: int, inputs: Iterable[str | Path], output: 
                   fmt: str | None = None, backbone_spec=None, top_k: int = 3,
                   loader: LoaderSettings | None = None, include_baseline: bool = True,
                   on_progress: Callable | None = None, should_stop: Callable | None = None,
-                  device=None) -> PredictSummary:
+                  device=None, ray=None) -> PredictSummary:
     """Score image files (folders expand recursively, sorted) with the tuned classifier (when the
     project has one) and the hand-crafted baseline, from one image-encoder pass.
 
@@ -156,9 +134,16 @@ def predict_files(store, project_id: int, inputs: Iterable[str | Path], output: 
     Row fields: ``file``, ``status``, ``error``, and per classifier (``tuned``, ``handcrafted``)
     ``<name>_top_k`` ``[[category, score]]`` and ``<name>_scores`` ``{category: score}`` (CSV:
     one ``<name>:<category>`` column per score, top-k as ``cat:score;cat:score``).
+
+    ``ray``: an :class:`engine.ray_predict.RaySettings` runs the same scoring on Ray Data instead
+    (sources may be URIs Ray reads; ``output`` is a folder of shards; see engine.ray_predict) and
+    returns its :class:`~engine.ray_predict.RayPredictSummary`.
     """
     from engine.clip_backbone import load_backbone
 
+    if ray is not None:
+        return _predict_on_ray(store, project_id, inputs, output, backbone_spec, top_k, include_baseline,
+                               device, ray)
     _output_format(Path(output) if output else None, fmt)  # fail before loading anything
     if int(top_k) < 1:
         raise WorkflowError(f"top-k must be at least 1, not {top_k}.")
@@ -170,3 +155,21 @@ def predict_files(store, project_id: int, inputs: Iterable[str | Path], output: 
         clfs.pop("handcrafted")
     cats = [c.name for c in store.list_categories(project_id)]
     return predict_with(backbone, clfs, cats, inputs, output, fmt, top_k, loader, on_progress, should_stop)
+
+
+def _predict_on_ray(store, project_id, inputs, output, backbone_spec, top_k, include_baseline, device, settings):
+    from engine.clip_backbone import load_backbone
+    from engine.ray_predict import FORMATS, predict_on_ray, require_ray, resolve_sources
+
+    require_ray()
+    if not output:
+        raise WorkflowError("Predicting on Ray needs an output folder (-o DIR or a URI).")
+    if settings.fmt not in FORMATS:
+        raise WorkflowError(f"Output format {settings.fmt!r} is not one of {', '.join(FORMATS)}.")
+    resolve_sources(inputs)  # a missing source fails before anything loads
+    backbone = load_backbone(project_backbone_spec(store, project_id, backbone_spec), device=device)
+    clfs = project_classifiers(store, project_id, backbone)
+    if not include_baseline and "tuned" in clfs:
+        clfs.pop("handcrafted")
+    cats = [c.name for c in store.list_categories(project_id)]
+    return predict_on_ray(backbone, clfs, cats, inputs, output, top_k, settings)

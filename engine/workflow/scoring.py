@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
+from engine.batch_scoring import score_pixels
 from engine.datasets import LoaderSettings, image_loader
 from engine.workflow.base import WorkflowError
 from engine.workflow.training import handcrafted_prompts, spec_from_dict
@@ -57,17 +58,14 @@ def project_classifiers(store, project_id: int, backbone, include_tuned: bool = 
 def stream_scores(backbone, classifiers: dict, files: Sequence[str | Path],
                   loader: LoaderSettings | None = None, should_stop: Callable | None = None):
     """Yield ``(indices, {name: scores [b, N] float32 CPU}, failures)`` per batch, in file order:
-    images decode in DataLoader workers, one image-encoder pass per batch feeds every classifier."""
+    images decode in DataLoader workers, one image-encoder pass per batch feeds every classifier
+    (engine.batch_scoring.score_pixels, which the Ray path's model actors call too)."""
     import torch
 
     dl = image_loader(files, backbone.preprocess, loader, pin_memory=backbone.device.type == "cuda")
     with torch.inference_mode():
         for batch in dl:
-            scores = {}
-            if batch.pixels is not None:
-                pix = batch.pixels.to(backbone.device, non_blocking=True)
-                glob, dense = backbone.image_features(pix)
-                scores = {k: c.scores(glob, dense).float().cpu() for k, c in classifiers.items()}
+            scores = {} if batch.pixels is None else score_pixels(backbone, classifiers, batch.pixels)
             yield batch.indices, scores, batch.failures
             if should_stop is not None and should_stop():
                 return
