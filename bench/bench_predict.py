@@ -14,7 +14,15 @@ It prints images/s of each and the ratio predict / plain (target >= 0.85), then 
 memory (main process plus decoding workers, sampled every 10 ms) of ``predict`` on two folder sizes,
 which must not grow with the number of images.
 
-Usage: ``.venv/bin/python bench/bench_predict.py [--images 96] [--rn50-images 32] [--workers 2]``
+Then (when Ray is installed) the Ray Data path (engine.ray_predict: Ray reads, decode tasks, one
+model actor, Parquet shards) beside the local path (predict_with, JSON lines) on a local Ray
+instance with 2 CPUs, for two folder sizes (tiny-rn): images/s end to end (the Ray figure includes
+starting the actor, which loads the model) and the marginal images/s between the two sizes
+((n2 - n1) / (t2 - t1): the per-image cost once running, start-up cancelled), with the ratio
+Ray / local (aim >= 0.7 on one node: what is measured is Ray's overhead).
+
+Usage: ``.venv/bin/python bench/bench_predict.py [--images 96] [--rn50-images 32] [--workers 2]
+[--ray-sizes 200,600] [--only-ray]``
 """
 from __future__ import annotations
 
@@ -150,6 +158,47 @@ def time_model_only(backbone, batches, variants: dict, cats, repeats):
     return best
 
 
+def time_ray_against_local(sizes, workers, batch_size, tmp: Path) -> None:
+    """The Ray path beside the local path (module docstring)."""
+    try:
+        import ray
+    except ImportError:
+        print("\nRay is not installed (pip install -r requirements-ray.txt): no Ray figures")
+        return
+    from engine.ray_predict import RaySettings, predict_on_ray
+
+    bb = load_backbone(BackboneSpec("tiny-rn", pretrained=None))
+    clf, cats = random_classifier(bb)
+    base = Classifier(cats, clf.global_emb.flip(0), clf.global_emb.flip(0), bb.name)
+    clfs = {"tuned": clf, "handcrafted": base}
+    loader = LoaderSettings(batch_size=batch_size, workers=workers)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        times = {}
+        for n in sizes:
+            folder = make_images(tmp / f"ray-{n}", n, seed=7 + n)
+            t0 = time.perf_counter()
+            s = predict_with(bb, clfs, cats, [folder], tmp / f"local-{n}.jsonl", loader=loader)
+            t_local = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            r = predict_on_ray(bb, clfs, cats, [folder], tmp / f"ray-out-{n}",
+                               settings=RaySettings(batch_size=batch_size, actors=1))
+            t_ray = time.perf_counter() - t0
+            assert s.scored == r.scored == n
+            times[n] = (t_local, t_ray)
+    finally:
+        ray.shutdown()
+    print(f"\nRay Data path vs local path (tiny-rn, tuned + baseline, 1 model actor, 2 CPUs, batch {batch_size}; "
+          f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    print(f"{'images':>8}{'local img/s':>13}{'ray img/s':>11}{'ratio':>8}")
+    for n, (tl, tr) in times.items():
+        print(f"{n:>8}{n / tl:>13.1f}{n / tr:>11.1f}{(n / tr) / (n / tl):>8.2f}")
+    (n1, (l1, r1)), (n2, (l2, r2)) = list(times.items())[0], list(times.items())[-1]
+    if n2 > n1 and l2 > l1 and r2 > r1:
+        ml, mr = (n2 - n1) / (l2 - l1), (n2 - n1) / (r2 - r1)
+        print(f"{'marginal':>8}{ml:>13.1f}{mr:>11.1f}{mr / ml:>8.2f}   ((n2 - n1) / (t2 - t1): start-up cancelled)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=96, help="folder size for tiny-rn")
@@ -158,8 +207,15 @@ def main():
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2, help="best of this many timings")
     ap.add_argument("--mem-sizes", default="200,800", help="two folder sizes for the memory figure")
+    ap.add_argument("--ray-sizes", default="200,600", help="two folder sizes for the Ray figures")
+    ap.add_argument("--only-ray", action="store_true", help="print the Ray figures only")
     args = ap.parse_args()
     loader = LoaderSettings(batch_size=args.batch_size, workers=args.workers)
+    if args.only_ray:
+        with tempfile.TemporaryDirectory() as tmp:
+            time_ray_against_local([int(x) for x in args.ray_sizes.split(",")], args.workers, args.batch_size,
+                                   Path(tmp))
+        return
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device "
           f"{load_backbone(BackboneSpec('tiny-rn', pretrained=None)).device}, loader {loader}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,6 +258,7 @@ def main():
             with PeakRSS() as m:
                 rate = time_predict(bb, {"tuned": clf}, cats, folder, loader, out)
             print(f"{n:>8}{m.peak_main / 1024:>10.1f}{m.peak_total / 1024:>18.1f}{rate:>8.1f}")
+        time_ray_against_local([int(x) for x in args.ray_sizes.split(",")], args.workers, args.batch_size, tmp)
 
 
 if __name__ == "__main__":

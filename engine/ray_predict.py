@@ -353,12 +353,6 @@ def _placement(ray, settings: RaySettings) -> tuple[int, float]:
     return actors, per
 
 
-def _decode_task_args() -> dict:
-    """Remote args of a decode task. Given as a function on purpose: Ray Data then keeps decoding a
-    stage of its own (parallel CPU tasks) instead of fusing it into the model actor."""
-    return {"num_cpus": 1}
-
-
 def _scored(ray, ds, preprocess, sources, done, backbone_spec, classifiers, categories, top_k,
             settings: RaySettings, scorer=ImageScorer):
     """The dataset of output rows (Arrow tables) for `ds` (bytes, path)."""
@@ -366,11 +360,15 @@ def _scored(ray, ds, preprocess, sources, done, backbone_spec, classifiers, cate
     decoded = ds.map_batches(decode_batch, batch_size=settings.batch_size, batch_format="numpy",
                              fn_kwargs={"preprocess": preprocess, "sources": list(sources), "done": done,
                                         "draft_size": settings.draft_size},
-                             ray_remote_args_fn=_decode_task_args)
+                             num_cpus=1, max_retries=-1)
+    # The decode tasks' remote args (max_retries: a task whose worker died is retried until it
+    # succeeds) differ from the actors', so Ray Data keeps decoding a stage of parallel tasks
+    # instead of fusing it into the model actor.
     return decoded.map_batches(scorer, batch_size=settings.batch_size, batch_format="numpy",
                                fn_constructor_args=(backbone_spec, classifiers, list(categories), top_k,
                                                     settings.fmt),
-                               concurrency=actors, num_gpus=gpus, num_cpus=settings.cpus_per_actor)
+                               compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus,
+                               num_cpus=settings.cpus_per_actor)
 
 
 def predict_on_ray(backbone, classifiers: dict, categories: list[str], sources: Iterable[str | Path],
