@@ -16,8 +16,8 @@ which must not grow with the number of images.
 
 Then (when Ray is installed) the Ray Data path (engine.ray_predict: Ray reads, decode tasks, one
 model actor, Parquet shards) beside the local path (predict_with, JSON lines) on a local Ray
-instance with 2 CPUs, for two folder sizes (tiny-rn): images/s end to end (the Ray figure includes
-starting the actor, which loads the model) and the marginal images/s between the two sizes
+instance with 2 CPUs (warmed up by one small run), for two folder sizes (tiny-rn): images/s end to
+end (the Ray figure includes starting the actor, which loads the model) and the marginal images/s between the two sizes
 ((n2 - n1) / (t2 - t1): the per-image cost once running, start-up cancelled), with the ratio
 Ray / local (aim >= 0.7 on one node: what is measured is Ray's overhead).
 
@@ -174,6 +174,8 @@ def time_ray_against_local(sizes, workers, batch_size, tmp: Path) -> None:
     loader = LoaderSettings(batch_size=batch_size, workers=workers)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
+        warm = make_images(tmp / "ray-warm-up", 2 * batch_size, seed=5)  # start Ray's worker processes
+        predict_on_ray(bb, clfs, cats, [warm], tmp / "ray-warm-up-out", settings=RaySettings(batch_size=batch_size))
         times = {}
         for n in sizes:
             folder = make_images(tmp / f"ray-{n}", n, seed=7 + n)

@@ -120,7 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--no-baseline", action="store_true", help="tuned classifier only")
     _loader_opts(p)
-    _ray_opts(p)
 
     p = cmd("evaluate", "mAP / F1@k on a labelled set, tuned vs hand-crafted")
     p.add_argument("project")
@@ -131,7 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=3, help="top-k for the F1 figures")
     p.add_argument("--json", help="write the result here (default: evaluation-<project>.json)")
     _loader_opts(p)
-    _ray_opts(p)
 
     p = cmd("export", "write a project to one archive")
     p.add_argument("project")
@@ -146,23 +144,17 @@ def _loader_opts(p) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="image-decoding worker processes")
-
-
-def _ray_opts(p) -> None:
-    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="run on Ray Data: a local instance, or the cluster at ADDRESS (ray://host:10001, "
-                        "host:6379, auto); put it after the sources")
-    p.add_argument("--ray-actors", type=int, help="model actors (default: one per GPU of the cluster, else 1)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run on Ray Data: a local "
+                   "instance, or the cluster at ADDRESS (ray://host:10001, host:6379); after the sources")
+    p.add_argument("--ray-actors", type=int, help="model actors (default: one per GPU, else 1)")
     p.add_argument("--ray-gpus-per-actor", type=float, help="default: 1 when the cluster has GPUs, else 0")
 
 
 def _ray_settings(args, fmt: str | None = None):
     """RaySettings from --ray and its options (None without --ray)."""
-    if not getattr(args, "ray", None):
-        return None
     from engine.ray_predict import RaySettings
 
-    return RaySettings(address=args.ray, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
+    return None if not args.ray else RaySettings(address=args.ray, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
                        batch_size=args.batch_size, fmt=fmt or "parquet")
 
 
@@ -506,7 +498,8 @@ def _one_line(exc: BaseException) -> str:
 # Ranges of the numeric options: (attribute, option as typed, lowest, highest)
 _NUMBER_RANGES = (("top_k", "--top-k", 1, 100_000), ("k", "-k", 1, 100_000), ("tau", "--tau", 0, 1_000_000_000),
                   ("epochs", "--epochs", 1, 1_000_000), ("batch_size", "--batch-size", 1, 1_000_000),
-                  ("workers", "--workers", 0, 256), ("seed", "--seed", 0, 2 ** 32 - 1), ("llm_threads", "--llm-threads", 1, 1024))
+                  ("workers", "--workers", 0, 256), ("seed", "--seed", 0, 2 ** 32 - 1), ("llm_threads", "--llm-threads", 1, 1024),
+                  ("ray_actors", "--ray-actors", 1, 100_000))
 
 
 def _check_options(args) -> None:
