@@ -19,7 +19,9 @@ model actor, Parquet shards) beside the local path (predict_with, JSON lines) on
 instance with 2 CPUs (warmed up by one small run), for two folder sizes (tiny-rn): images/s end to
 end (the Ray figure includes starting the actor, which loads the model) and the marginal images/s between the two sizes
 ((n2 - n1) / (t2 - t1): the per-image cost once running, start-up cancelled), with the ratio
-Ray / local (aim >= 0.7 on one node: what is measured is Ray's overhead).
+Ray / local (aim >= 0.7 on one node: what is measured is Ray's overhead). Two Ray configurations:
+the model actor reserving 1 CPU (the default: one decode task at a time beside it on 2 CPUs) and
+0 CPUs (two decode tasks at a time, as the local path's two decoding workers).
 
 Usage: ``.venv/bin/python bench/bench_predict.py [--images 96] [--rn50-images 32] [--workers 2]
 [--ray-sizes 200,600] [--only-ray]``
@@ -158,7 +160,7 @@ def time_model_only(backbone, batches, variants: dict, cats, repeats):
     return best
 
 
-def time_ray_against_local(sizes, workers, batch_size, tmp: Path) -> None:
+def time_ray_against_local(sizes, workers, batch_size, tmp: Path, actor_cpus=(1.0, 0.0)) -> None:
     """The Ray path beside the local path (module docstring)."""
     try:
         import ray
@@ -176,29 +178,32 @@ def time_ray_against_local(sizes, workers, batch_size, tmp: Path) -> None:
     try:
         warm = make_images(tmp / "ray-warm-up", 2 * batch_size, seed=5)  # start Ray's worker processes
         predict_on_ray(bb, clfs, cats, [warm], tmp / "ray-warm-up-out", settings=RaySettings(batch_size=batch_size))
-        times = {}
+        times = {c: {} for c in actor_cpus}
         for n in sizes:
             folder = make_images(tmp / f"ray-{n}", n, seed=7 + n)
-            t0 = time.perf_counter()
-            s = predict_with(bb, clfs, cats, [folder], tmp / f"local-{n}.jsonl", loader=loader)
-            t_local = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            r = predict_on_ray(bb, clfs, cats, [folder], tmp / f"ray-out-{n}",
-                               settings=RaySettings(batch_size=batch_size, actors=1))
-            t_ray = time.perf_counter() - t0
-            assert s.scored == r.scored == n
-            times[n] = (t_local, t_ray)
+            for cpus in actor_cpus:  # interleaved with a local run each: the machine is shared
+                t0 = time.perf_counter()
+                s = predict_with(bb, clfs, cats, [folder], tmp / f"local-{n}-{cpus}.jsonl", loader=loader)
+                t_local = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                r = predict_on_ray(bb, clfs, cats, [folder], tmp / f"ray-out-{n}-{cpus}",
+                                   settings=RaySettings(batch_size=batch_size, actors=1, cpus_per_actor=cpus))
+                t_ray = time.perf_counter() - t0
+                assert s.scored == r.scored == n
+                times[cpus][n] = (t_local, t_ray)
     finally:
         ray.shutdown()
-    print(f"\nRay Data path vs local path (tiny-rn, tuned + baseline, 1 model actor, 2 CPUs, batch {batch_size}; "
-          f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())})")
-    print(f"{'images':>8}{'local img/s':>13}{'ray img/s':>11}{'ratio':>8}")
-    for n, (tl, tr) in times.items():
-        print(f"{n:>8}{n / tl:>13.1f}{n / tr:>11.1f}{(n / tr) / (n / tl):>8.2f}")
-    (n1, (l1, r1)), (n2, (l2, r2)) = list(times.items())[0], list(times.items())[-1]
-    if n2 > n1 and l2 > l1 and r2 > r1:
-        ml, mr = (n2 - n1) / (l2 - l1), (n2 - n1) / (r2 - r1)
-        print(f"{'marginal':>8}{ml:>13.1f}{mr:>11.1f}{mr / ml:>8.2f}   ((n2 - n1) / (t2 - t1): start-up cancelled)")
+    print(f"\nRay Data path vs local path (tiny-rn, tuned + baseline, 1 model actor, 2 CPUs, batch {batch_size}, "
+          f"local: {workers} decode workers; load average {', '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    print(f"{'actor CPUs':>10}{'images':>8}{'local img/s':>13}{'ray img/s':>11}{'ratio':>8}")
+    for cpus, by_n in times.items():
+        for n, (tl, tr) in by_n.items():
+            print(f"{cpus:>10g}{n:>8}{n / tl:>13.1f}{n / tr:>11.1f}{(n / tr) / (n / tl):>8.2f}")
+        (n1, (l1, r1)), (n2, (l2, r2)) = list(by_n.items())[0], list(by_n.items())[-1]
+        if n2 > n1 and l2 > l1 and r2 > r1:
+            ml, mr = (n2 - n1) / (l2 - l1), (n2 - n1) / (r2 - r1)
+            print(f"{cpus:>10g}{'marginal':>8}{ml:>13.1f}{mr:>11.1f}{mr / ml:>8.2f}   "
+                  f"((n2 - n1) / (t2 - t1): start-up cancelled)")
 
 
 def main():
