@@ -204,6 +204,7 @@ def loss_figure(history: Sequence[Mapping], keys: Sequence[str] = LOSS_KEYS,
     if rows == 2:
         fig.update_yaxes(title_text="order loss", row=2, col=1)
     fig.update_xaxes(title_text="step", row=rows, col=1)
+    fig.update_xaxes(tickformat="d", rangemode="tozero" if steps[0] <= 1 else "normal")  # whole steps
     fig.update_layout(title=title, height=440 if rows == 2 else 360,
                       margin={"l": 50, "r": 10, "t": 40, "b": 40})
     return fig
