@@ -33,6 +33,7 @@ def classify_uploads(store, project_id: int, paths: Sequence, workdir: str | Pat
     each card gets, in order."""
     ups = expand_image_uploads(paths, workdir)
     names = {str(f): n for f, n in zip(ups.files, ups.names)}
+    names.update({str(Path(f).resolve()): n for f, n in zip(ups.files, ups.names)})  # rows name resolved paths
     rows: list[dict] = []
     if ups.files:
         rows = predict_files(store, project_id, ups.files, output=None, backbone_spec=backbone_spec,
