@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="VOC folder, COCO instances JSON, or CSV/TSV of filename,labels")
     p.add_argument("--images", help="image folder (COCO/CSV; default: found beside the labels)")
     p.add_argument("--split", default="test", help="VOC ImageSets/Main split (default test)")
-    p.add_argument("--exclude-difficult", action="store_true", help="VOC: difficult objects are not positives")
+    p.add_argument("--include-difficult", action="store_true",
+                   help="VOC: objects flagged difficult count as positives (default: left out, the standard protocol)")
     p.add_argument("-k", type=int, default=3, help="top-k for the F1 figures")
     p.add_argument("--json", help="write the result here (default: evaluation-<project>.json)")
     _loader_opts(p)
@@ -414,7 +415,7 @@ def cmd_evaluate(args, store, stop):
     cats = store.list_categories(pid)
     data = read_labelled_set(args.dataset, image_dir=args.images, categories=[c.name for c in cats],
                              aliases={c.name: list(c.synonyms or []) for c in cats},
-                             voc=VocOptions(split=args.split, include_difficult=not args.exclude_difficult))
+                             voc=VocOptions(split=args.split, include_difficult=args.include_difficult))
     bar = _bar(args, len(data), "evaluate", "img")
 
     def progress(done, total):

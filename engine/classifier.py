@@ -10,12 +10,21 @@ I^L [P, d] (all L2-normalised):
 * S^G_i = cos(I^G, G_i)
 * S^L_i = sum_j softmax_j(s_ij / t) * s_ij with s_ij = cos(L_i, I^L_j) over the dense positions j
   (an optional mask leaves positions out, e.g. padding when sentences are scored as images)
-* S = lambda2 * S^G + (1 - lambda2) * S^L, lambda2 = 0.65 (paper 4.4).
+* fusion ``"softmax"`` (default; the authors' evaluation, METHOD.md section 7):
+  S = lambda2 * softmax_over_classes(c * S^G) + (1 - lambda2) * softmax_over_classes(c * S^L) per
+  image, c = ``fusion_scale`` = 4 (their fixed logit scale), lambda2 = 0.65 (paper 4.4). The per-image
+  softmax changes how one class's scores rank ACROSS images (what mAP measures), not the order of
+  classes within one image's branch. ``"linear"``: S = lambda2 * S^G + (1 - lambda2) * S^L on the raw
+  cosines (this project's first behaviour).
 
 ``local_temperature`` t defaults to 1/40: TaI-DPT's evaluation scales the dense image similarities by
 40 before the spatial softmax (``spatial_SCALE_image``; it uses 50 on text while training). TaI-DPT also
-multiplies both scores by a constant logit scale; a constant factor changes no ranking, so scores
-here stay on the cosine scale.
+multiplies both scores by a constant logit scale before the per-class softmax (``fusion_scale``).
+
+Image settings inference needs, stored with the classifier so that an image is prepared the way the
+classifier expects: ``image_resize`` (``"squash"``: whole image resized to the input size, the
+authors'; ``"center_crop"``) and ``dense_positional`` (ResNet dense features with the attention
+pool's positional embedding; off, the authors'). See engine.clip_backbone.
 
 The hand-crafted zero-shot baseline (:meth:`Classifier.from_prompts`) goes through the same code:
 its class embeddings come from open_clip's ``build_zero_shot_classifier`` and serve as both the
@@ -24,8 +33,11 @@ global-only zero-shot score).
 
 File format: ONE safetensors file, tensors ``global_emb`` and ``local_emb`` (float32 [N, d]) and a
 metadata entry ``image_free_classifier`` holding JSON: format version, categories, model name,
-lambda2, local temperature, thresholds, free ``meta``. Anything else - a truncated file, a file of
-another program, a newer format - raises :class:`ClassifierFileError` with one sentence.
+lambda2, local temperature, fusion, fusion scale, image resize, dense positional, thresholds, free
+``meta``. Version 2 added the four inference settings; a version-1 file still loads, with the
+behaviour it was made for (linear fusion, centre crop, positional embedding on). Anything else - a
+truncated file, a file of another program, a newer format - raises :class:`ClassifierFileError`
+with one sentence.
 """
 from __future__ import annotations
 
@@ -43,10 +55,15 @@ from engine.errors import EngineError
 from engine.json_limits import JsonLimitError, JsonLimits, loads_limited
 
 FORMAT_NAME = "image-free-studio/classifier"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 META_KEY = "image_free_classifier"
 DEFAULT_LAMBDA2 = 0.65
 DEFAULT_LOCAL_TEMPERATURE = 1.0 / 40.0
+DEFAULT_FUSION_SCALE = 4.0
+FUSIONS = ("softmax", "linear")
+#: what a version-1 file meant (it stored none of these)
+VERSION1_SETTINGS = {"fusion": "linear", "image_resize": "center_crop", "dense_positional": True}
 
 
 class ClassifierFileError(EngineError, ValueError):
@@ -94,6 +111,10 @@ class Classifier:
     local_temperature: float = DEFAULT_LOCAL_TEMPERATURE
     thresholds: dict[str, float] | None = None
     meta: dict = field(default_factory=dict)
+    fusion: str = "softmax"
+    fusion_scale: float = DEFAULT_FUSION_SCALE
+    image_resize: str = "squash"
+    dense_positional: bool = False
 
     def __post_init__(self):
         self.categories = [str(c) for c in self.categories]
@@ -115,6 +136,14 @@ class Classifier:
             raise ValueError(f"local_temperature must be positive, got {self.local_temperature}.")
         self.lambda2 = float(self.lambda2)
         self.local_temperature = float(self.local_temperature)
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}.")
+        if self.image_resize not in ("squash", "center_crop"):
+            raise ValueError(f"image_resize must be 'squash' or 'center_crop', got {self.image_resize!r}.")
+        if not float(self.fusion_scale) > 0:
+            raise ValueError(f"fusion_scale must be positive, got {self.fusion_scale}.")
+        self.fusion_scale = float(self.fusion_scale)
+        self.dense_positional = bool(self.dense_positional)
         if self.thresholds:
             unknown = sorted(set(self.thresholds) - set(self.categories))
             if unknown:
@@ -145,9 +174,37 @@ class Classifier:
         return s_g, s_l
 
     def scores(self, glob: torch.Tensor, dense: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Fused scores S = lambda2 * S^G + (1 - lambda2) * S^L, [B, N]."""
-        s_g, s_l = self.score_parts(glob, dense, mask)
-        return self.lambda2 * s_g + (1.0 - self.lambda2) * s_l
+        """Fused scores [B, N] (see the module docstring: ``fusion``)."""
+        return fuse_scores(*self.score_parts(glob, dense, mask), self.lambda2, self.fusion, self.fusion_scale)
+
+    def image_settings(self) -> dict:
+        """How images must be prepared for this classifier: ``{"image_resize", "dense_positional"}``."""
+        return {"image_resize": self.image_resize, "dense_positional": self.dense_positional}
+
+    def select(self, categories: Sequence[str], aliases: dict[str, Sequence[str]] | None = None) -> "Classifier":
+        """A classifier over ``categories`` only, taken from this (bigger) one's rows.
+
+        A wanted category matches a row by name or by one of its ``aliases`` (synonyms), compared
+        loosely (case, spaces, ``_``/``-`` ignored: "dining table" meets "diningtable"). Unmatched
+        names raise ValueError naming them. Used to score a vocabulary with a model trained on a
+        bigger one (the authors score VOC with their COCO-80 model, METHOD.md section 7).
+        """
+        from engine.datasets import name_key
+
+        index = {name_key(c): i for i, c in enumerate(self.categories)}
+        rows, missing = [], []
+        for c in categories:
+            keys = [name_key(c)] + [name_key(a) for a in (aliases or {}).get(c, [])]
+            hit = next((index[k] for k in keys if k in index), None)
+            (missing.append(c) if hit is None else rows.append(hit))
+        if missing:
+            raise ValueError(f"Categories not in this classifier (by name or synonym): {', '.join(missing)}.")
+        th = {c: self.thresholds[self.categories[r]] for c, r in zip(categories, rows)
+              if self.thresholds and self.categories[r] in self.thresholds}
+        meta = dict(self.meta, selected_from=list(self.categories))
+        return Classifier(list(categories), self.global_emb[rows], self.local_emb[rows], self.model_name,
+                          self.lambda2, self.local_temperature, th or None, meta, self.fusion,
+                          self.fusion_scale, self.image_resize, self.dense_positional)
 
     def predict_labels(self, scores_row: torch.Tensor, k: int | None = 3) -> list[tuple[str, float]]:
         """Labels of one image: its top-k categories, or (k=None) every category at or above its
@@ -164,11 +221,14 @@ class Classifier:
     @classmethod
     def from_prompts(cls, backbone, categories: Sequence[str], prompt_texts=None, *,
                      lambda2: float = DEFAULT_LAMBDA2, local_temperature: float = DEFAULT_LOCAL_TEMPERATURE,
-                     templates: Sequence[str] = ("a photo of a {}.",), thresholds=None) -> "Classifier":
+                     templates: Sequence[str] = ("a photo of a {}.",), thresholds=None,
+                     **inference) -> "Classifier":
         """The hand-crafted zero-shot baseline, built with open_clip's ``build_zero_shot_classifier``.
 
         ``prompt_texts``: one entry per category, a prompt string or a list of prompts (averaged, as
         prompt ensembles are); None = ``templates`` formatted with each category name.
+        ``inference``: ``fusion``, ``fusion_scale``, ``image_resize``, ``dense_positional`` (defaults:
+        the authors'; pass a tuned classifier's :meth:`inference_settings` to score alike).
         """
         from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
@@ -196,7 +256,11 @@ class Classifier:
             emb = torch.cat([build([c], len(table[i])) for i, c in enumerate(categories)])
         return cls(categories, emb, emb.clone(), backbone.name, lambda2=lambda2,
                    local_temperature=local_temperature, thresholds=thresholds,
-                   meta={"kind": "handcrafted", "prompts": table})
+                   meta={"kind": "handcrafted", "prompts": table}, **inference)
+
+    def inference_settings(self) -> dict:
+        """The scoring settings (fusion, fusion_scale, image_resize, dense_positional) as keywords."""
+        return {"fusion": self.fusion, "fusion_scale": self.fusion_scale, **self.image_settings()}
 
     # ---- file ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -209,6 +273,7 @@ class Classifier:
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "categories": self.categories, "model_name": self.model_name,
             "lambda2": self.lambda2, "local_temperature": self.local_temperature,
+            **self.inference_settings(),
             "thresholds": self.thresholds or {}, "embed_dim": self.embed_dim, "meta": self.meta,
         }
         try:
@@ -216,7 +281,7 @@ class Classifier:
         except (TypeError, ValueError, RecursionError) as err:
             raise ValueError(f"Classifier metadata must be plain JSON: {err}") from err
         tmp = path.with_name(path.name + ".tmp")
-        save_file({"global_emb": self.global_emb.contiguous(), "local_emb": self.local_emb.contiguous()},
+        save_file({"global_emb": self.global_emb.contiguous().clone(), "local_emb": self.local_emb.contiguous().clone()},
                   str(tmp), metadata={META_KEY: text})
         os.replace(tmp, path)
         return path
@@ -251,16 +316,31 @@ class Classifier:
         except (ValueError, AttributeError) as err:
             raise ClassifierFileError(f"{path} has damaged or foreign classifier metadata.") from err
         version = header.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ClassifierFileError(
-                f"{path} uses classifier format version {version}; this program reads version {FORMAT_VERSION}."
+                f"{path} uses classifier format version {version}; this program reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}."
             )
+        settings = dict(VERSION1_SETTINGS) if version == 1 else {
+            k: header[k] for k in ("fusion", "fusion_scale", "image_resize", "dense_positional") if k in header}
         try:
             return cls(header["categories"], tensors["global_emb"], tensors["local_emb"], header["model_name"],
                        lambda2=header["lambda2"], local_temperature=header["local_temperature"],
-                       thresholds=header.get("thresholds") or None, meta=header.get("meta") or {})
+                       thresholds=header.get("thresholds") or None, meta=header.get("meta") or {}, **settings)
         except (KeyError, TypeError, ValueError) as err:
             raise ClassifierFileError(f"{path} holds an inconsistent classifier ({err}).") from err
+
+
+def fuse_scores(s_g: torch.Tensor, s_l: torch.Tensor, lambda2: float, fusion: str = "softmax",
+                scale: float = DEFAULT_FUSION_SCALE) -> torch.Tensor:
+    """S [B, N] from S^G and S^L [B, N]: ``"softmax"`` = lambda2 * softmax_N(scale * S^G) +
+    (1 - lambda2) * softmax_N(scale * S^L), each row (image) on its own; ``"linear"`` = lambda2 * S^G
+    + (1 - lambda2) * S^L."""
+    if fusion == "softmax":
+        s_g, s_l = torch.softmax(scale * s_g, dim=-1), torch.softmax(scale * s_l, dim=-1)
+    elif fusion != "linear":
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
+    return lambda2 * s_g + (1.0 - lambda2) * s_l
 
 
 def top_k(scores_row, categories: Sequence[str], k: int) -> list[tuple[str, float]]:
@@ -274,13 +354,14 @@ def top_k(scores_row, categories: Sequence[str], k: int) -> list[tuple[str, floa
     return [(categories[i], float(values[i])) for i in order]
 
 
-def _pixels(backbone, images) -> torch.Tensor:
+def _pixels(backbone, images, resize: str = "squash") -> torch.Tensor:
     out = []
+    transform = backbone.image_transform(resize)
     for n, img in enumerate(images):
         try:
             if getattr(img, "mode", "RGB") != "RGB":
                 img = img.convert("RGB")
-            out.append(backbone.preprocess(img))
+            out.append(transform(img))
         except Exception as err:  # PIL decode errors come in many types
             raise ImageError(f"Image {n} cannot be prepared for {backbone.name}: {err}") from err
     return torch.stack(out)
@@ -294,10 +375,42 @@ def score_images(backbone, classifier: Classifier, images: Sequence, batch_size:
     parts = []
     images = list(images)
     for start in range(0, len(images), batch_size):
-        pixels = _pixels(backbone, images[start:start + batch_size])
-        glob, dense = backbone.image_features(pixels)
+        pixels = _pixels(backbone, images[start:start + batch_size], classifier.image_resize)
+        glob, dense = backbone.image_features(pixels, dense_positional=classifier.dense_positional)
         parts.append(classifier.scores(glob, dense).float().cpu())
     if not parts:
         return torch.zeros(0, len(classifier.categories))
     return torch.cat(parts)
 
+
+
+def stream_image_scores(backbone, classifiers: dict, files: Sequence, loader=None, should_stop=None):
+    """Yield ``(indices, {name: scores [b, N] float32 CPU}, failures)`` per batch of image files, in
+    file order. Images decode in DataLoader workers (engine.datasets.image_loader) with the transform
+    the classifiers ask for (:meth:`Classifier.image_settings`); one image-encoder pass per batch feeds
+    every classifier that shares those settings (classifiers that differ get a pass of their own)."""
+    from engine.datasets import image_loader
+
+    groups: dict[tuple, list[str]] = {}
+    for name, clf in classifiers.items():
+        groups.setdefault((clf.image_resize, clf.dense_positional), []).append(name)
+    resize = next(iter(groups))[0] if groups else "squash"
+    extra = {key: backbone.image_transform(key[0]) for key in groups if key[0] != resize}
+    pin = backbone.device.type == "cuda"
+    dl = image_loader(files, backbone.image_transform(resize), loader, pin_memory=pin)
+    with torch.inference_mode():
+        for batch in dl:
+            scores = {}
+            if batch.pixels is not None:
+                for key, names in groups.items():
+                    if key[0] == resize:
+                        pix = batch.pixels
+                    else:  # another transform: decode this batch's files again (rare: mixed old/new files)
+                        from engine.datasets import load_rgb
+                        pix = torch.stack([extra[key](load_rgb(files[i])) for i in batch.indices])
+                    glob, dense = backbone.image_features(pix.to(backbone.device, non_blocking=True),
+                                                          dense_positional=key[1])
+                    scores.update({k: classifiers[k].scores(glob, dense).float().cpu() for k in names})
+            yield batch.indices, scores, batch.failures
+            if should_stop is not None and should_stop():
+                return

@@ -22,11 +22,17 @@ Features:
   EOS as the argmax of the token ids); local: every token's feature after the same two steps; both
   L2-normalised; rows trimmed to the longest real row of the batch (the causal mask makes the
   trimmed tail irrelevant to the kept tokens).
-* image, global: CLIP's own image embedding. Dense, ResNet (as DualCoOp does): the last feature map
-  plus the attention pool's spatial positional embeddings, then the pool's value projection
-  (``v_proj``) and output projection (``c_proj``) at every position. This is what the attention pool
-  would output if each position attended only to itself. ViT: every patch token (not the class
-  token) through ``ln_post`` and ``proj``. Both L2-normalised, ``[B, P, d]``.
+* image, global: CLIP's own image embedding. Dense, ResNet (as DualCoOp and the authors' code do):
+  the last feature map through the attention pool's value projection (``v_proj``) and output
+  projection (``c_proj``) at every position - what the attention pool would output if each position
+  attended only to itself. The pool's spatial positional embeddings are NOT added by default (the
+  authors' ``models/baseline.py``; METHOD.md section 7); ``dense_positional=True`` adds them (this
+  project's earlier behaviour). ViT: every patch token (not the class token) through ``ln_post`` and
+  ``proj``. Both L2-normalised, ``[B, P, d]``.
+* image preprocessing (:meth:`Backbone.image_transform`): ``"squash"`` (default, the authors' test
+  transform) resizes the whole image to the model's input size (224 x 224 for RN50), aspect ratio
+  not kept, so objects at the edges stay in view; ``"center_crop"`` is open_clip's own transform
+  (shorter side resized, centre cropped). ``Backbone.preprocess`` is the squash transform.
 """
 from __future__ import annotations
 
@@ -234,13 +240,41 @@ def _project(x: torch.Tensor, projection) -> torch.Tensor:
     return x @ projection
 
 
+IMAGE_RESIZE_MODES = ("squash", "center_crop")
+
+
+def squash_transform(center_crop_transform):
+    """open_clip's eval transform with its Resize(short side) + CenterCrop replaced by one Resize to
+    the crop size on both sides (the whole image, squashed; same interpolation)."""
+    from torchvision import transforms as T
+
+    steps = list(center_crop_transform.transforms)
+    crops = [t for t in steps if isinstance(t, T.CenterCrop)]
+    resizes = [t for t in steps if isinstance(t, T.Resize)]
+    if not crops or not resizes:
+        return center_crop_transform
+    size = tuple(crops[0].size) if isinstance(crops[0].size, (tuple, list)) else (crops[0].size,) * 2
+    if len(size) == 1:
+        size = size * 2
+    out = []
+    for t in steps:
+        if isinstance(t, T.CenterCrop):
+            continue
+        out.append(T.Resize(size, interpolation=t.interpolation, antialias=True) if isinstance(t, T.Resize) else t)
+    return T.Compose(out)
+
+
 class Backbone:
-    """A frozen open_clip model with the feature readers the method needs (see module docstring)."""
+    """A frozen open_clip model with the feature readers the method needs (see module docstring).
+
+    ``preprocess`` is the default image transform (``"squash"``); :meth:`image_transform` gives either.
+    """
 
     def __init__(self, spec: BackboneSpec, model: nn.Module, preprocess, tokenizer, device: torch.device, name: str):
         self.spec = spec
         self.model = model
-        self.preprocess = preprocess
+        self.preprocess_center_crop = preprocess
+        self.preprocess = squash_transform(preprocess)
         self.tokenizer = tokenizer
         self.device = device
         self.name = name
@@ -307,10 +341,28 @@ class Backbone:
         """L2-normalised global features [B, d] (float32, CPU), e.g. of hand-crafted prompts."""
         return self.text_features(texts, batch_size=batch_size).glob
 
-    # ---- images ------------------------------------------------------------------------------
     @torch.no_grad()
-    def image_features(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(glob [B, d], dense [B, P, d]) for preprocessed pixels [B, 3, H, W]; both L2-normalised, CPU float32."""
+    def raw_text_embeddings(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """EOS features after the projection, NOT normalised [B, d] (float32, on the device): open_clip's
+        own ``encode_text`` (the hand-crafted residual of METHOD.md section 7 sums unnormalised features)."""
+        texts = list(texts)
+        parts = [self.model.encode_text(self.tokenize(texts[s:s + batch_size]).to(self.device)).float()
+                 for s in range(0, len(texts), batch_size)]
+        return torch.cat(parts) if parts else torch.zeros(0, self.embed_dim, device=self.device)
+
+    # ---- images ------------------------------------------------------------------------------
+    def image_transform(self, resize: str = "squash"):
+        """The PIL -> pixels transform: ``"squash"`` (whole image to the input size) or ``"center_crop"``."""
+        if resize not in IMAGE_RESIZE_MODES:
+            raise ValueError(f"Image resize mode must be one of {IMAGE_RESIZE_MODES}, got {resize!r}.")
+        return self.preprocess if resize == "squash" else self.preprocess_center_crop
+
+    @torch.no_grad()
+    def image_features(self, pixels: torch.Tensor, dense_positional: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(glob [B, d], dense [B, P, d]) for preprocessed pixels [B, 3, H, W]; both L2-normalised, CPU float32.
+
+        ``dense_positional``: ResNet towers only - add the attention pool's spatial positional
+        embeddings before the v/c projections (off: the authors' dense features)."""
         visual = self.model.visual
         pixels = pixels.to(self.device, dtype=next(visual.parameters()).dtype)
         size = getattr(visual, "image_size", None)
@@ -321,7 +373,7 @@ class Backbone:
                 f"prepare images with backbone.preprocess."
             )
         if isinstance(visual, open_clip.modified_resnet.ModifiedResNet):
-            glob, dense = self._resnet_features(visual, pixels)
+            glob, dense = self._resnet_features(visual, pixels, dense_positional)
         elif isinstance(visual, open_clip.transformer.VisionTransformer):
             glob, dense = self._vit_features(visual, pixels)
         else:
@@ -329,14 +381,15 @@ class Backbone:
         return F.normalize(glob.float(), dim=-1).cpu(), F.normalize(dense.float(), dim=-1).cpu()
 
     @staticmethod
-    def _resnet_features(visual, pixels):
+    def _resnet_features(visual, pixels, dense_positional: bool = False):
         x = visual.stem(pixels)
         for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
             x = layer(x)
         glob = visual.attnpool(x)
         pool = visual.attnpool
         tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
-        tokens = tokens + pool.positional_embedding[1:].to(tokens.dtype)  # spatial positions (0 = the mean token)
+        if dense_positional:
+            tokens = tokens + pool.positional_embedding[1:].to(tokens.dtype)  # spatial positions (0 = the mean token)
         dense = pool.c_proj(pool.v_proj(tokens))
         return glob, dense
 

@@ -7,8 +7,9 @@ Two jobs, both plain data plumbing (no model code):
 
    - :func:`read_voc` - the PASCAL VOC 2007 folder layout: ``Annotations/*.xml``,
      ``ImageSets/Main/{split}.txt``, ``JPEGImages/``. An image is positive for every category with at
-     least one object box. Objects marked ``difficult`` count as positive by default
-     (``VocOptions.include_difficult``); the multi-label literature differs here, so it is a setting.
+     least one object box. Objects marked ``difficult`` are left out by default, the standard VOC
+     protocol and the authors' (METHOD.md section 7): an image whose only boxes of a category are
+     difficult is not a positive of it. ``VocOptions.include_difficult`` counts them.
    - :func:`read_coco` - a COCO ``instances_*.json`` plus its image folder. An image is positive for
      every category with at least one annotation (crowd annotations included).
    - :func:`read_csv` - a CSV (or TSV) of ``filename,labels``; labels in the second field are split
@@ -126,7 +127,7 @@ class VocOptions:
     """Settings of the VOC reader."""
 
     split: str = "test"              # ImageSets/Main/{split}.txt; all annotations when it is missing
-    include_difficult: bool = True   # objects flagged difficult count as positives
+    include_difficult: bool = False  # objects flagged difficult count as positives (standard: no)
 
 
 def read_voc(root: str | Path, categories: Sequence[str] | None = None,

@@ -27,10 +27,13 @@ def _clf(d=8, seed=0, **kw):
 
 
 def test_scores_follow_the_formulas():
-    clf = _clf(lambda2=0.65, local_temperature=0.1)
+    clf = _clf(lambda2=0.65, local_temperature=0.1, fusion="linear")
     g = torch.Generator().manual_seed(1)
     glob, dense = torch.randn(2, 8, generator=g), torch.randn(2, 5, 8, generator=g)
     s = clf.scores(glob, dense)
+    soft = _clf(lambda2=0.65, local_temperature=0.1).scores(glob, dense)  # the default: per-image softmax
+    s_g, s_l = clf.score_parts(glob, dense)
+    assert torch.allclose(soft, 0.65 * torch.softmax(4 * s_g, -1) + 0.35 * torch.softmax(4 * s_l, -1), atol=1e-6)
     gn, dn = F.normalize(glob, dim=-1), F.normalize(dense, dim=-1)
     for b in range(2):
         for i in range(3):

@@ -62,11 +62,14 @@ def test_voc_reader_labels_split_and_difficult(tmp_path):
         "000003": [("cat", 0)],
     })
     (root / "ImageSets" / "Main" / "val.txt").write_text("000003\n")
-    ds = read_voc(root, categories=["person", "dog", "dining table", "chair", "cat"])
+    ds = read_voc(root, categories=["person", "dog", "dining table", "chair", "cat"],
+                  options=VocOptions(include_difficult=True))
     assert [p.name for p in ds.images] == ["000001.jpg", "000002.jpg", "000003.jpg"]
     assert ds.targets.tolist() == [[1, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]]
     strict = read_voc(root, categories=["chair"], options=VocOptions(include_difficult=False))
     assert strict.targets[:, 0].tolist() == [0, 0, 0]
+    # the default is the standard protocol (and the authors'): difficult objects are not positives
+    assert read_voc(root, categories=["chair"]).targets[:, 0].tolist() == [0, 0, 0]
     val = read_voc(root, options=VocOptions(split="val"))
     assert val.categories == ["cat"] and len(val) == 1
     # the dispatcher recognises a VOCdevkit parent folder too

@@ -11,13 +11,12 @@ from engine.classifier import Classifier
 from engine.clip_backbone import BackboneSpec, load_backbone
 from engine.metrics import mean_average_precision
 from engine.prompts import PromptLayout, PromptStructure
+from engine.losses import order_loss_rows, ranking_loss
 from engine.train import (
     CheckpointError,
     Corpus,
     TrainConfig,
     description_features,
-    order_loss,
-    ranking_loss,
     train,
 )
 
@@ -67,20 +66,23 @@ def test_ranking_and_order_losses_by_hand():
     assert float(ranking_loss(s, y, 1.0)) == pytest.approx(2.0)
     assert float(ranking_loss(s, torch.ones(1, 3), 1.0)) == 0.0
     e = F.normalize(torch.randn(4, 8), dim=-1)
-    assert float(order_loss(e, e @ e.T)) == pytest.approx(0.0, abs=1e-6)
-    assert float(order_loss(e, torch.eye(4) * 5)) > 0
+    assert float(order_loss_rows(e, e @ e.T)) == pytest.approx(0.0, abs=1e-6)
+    assert float(order_loss_rows(e, torch.eye(4) * 5)) > 0
 
 
 def test_training_lowers_loss_and_beats_handcrafted(rn, structure):
     train_set, held_out = synthetic_corpus(320, seed=0), synthetic_corpus(120, seed=1)
     seen = []
-    config = TrainConfig(epochs=2, batch_size=32, seed=0)
+    # 10 passes of 10 steps (min_steps; the milestones, placed at 2/2 and 5/2 of the run, fall after
+    # it): with the authors' residual the prompts start near the zero-shot classifier, so beating it
+    # clearly takes more than the 20 steps this test once ran
+    config = TrainConfig(epochs=2, batch_size=32, seed=0, min_steps=100)
     result = train(rn, structure, HANDCRAFTED, train_set, config, on_step=seen.append)
     assert not result.cancelled
-    steps = 2 * 10
+    steps = 10 * 10
     assert [s.step for s in seen] == list(range(1, steps + 1)) and result.history == seen
     assert all(s.total_steps == steps for s in seen)
-    assert [s.epoch for s in seen[::10]] == [0, 1]
+    assert [s.epoch for s in seen[::10]] == list(range(10))
     first = sum(s.losses["total"] for s in seen[:5]) / 5
     last = sum(s.losses["total"] for s in seen[-5:]) / 5
     assert last < 0.8 * first
@@ -103,7 +105,7 @@ def test_training_lowers_loss_and_beats_handcrafted(rn, structure):
 
 def test_cancel_and_resume_equals_uninterrupted(rn, structure, tmp_path):
     corpus = synthetic_corpus(96, seed=2)
-    config = TrainConfig(epochs=3, batch_size=32, milestones=(1, 2), seed=3,
+    config = TrainConfig(epochs=3, batch_size=32, milestones=(1, 2), seed=3, min_steps=0,
                          layout=PromptLayout(shared=4, coarse=2, fine=2, specific=2))
     straight = train(rn, structure, HANDCRAFTED, corpus, config)
     assert len(straight.history) == 9
@@ -128,7 +130,7 @@ def test_cancel_and_resume_equals_uninterrupted(rn, structure, tmp_path):
     assert [h.losses for h in rest.history] == [h.losses for h in straight.history]
 
     # a checkpoint of another run is refused with a clear message, a damaged one too
-    other = TrainConfig(epochs=3, batch_size=16, milestones=(1, 2), seed=3, layout=config.layout)
+    other = TrainConfig(epochs=3, batch_size=16, milestones=(1, 2), seed=3, min_steps=0, layout=config.layout)
     with pytest.raises(CheckpointError, match="different run"):
         train(rn, structure, HANDCRAFTED, corpus, other, checkpoint_path=ckpt)
     ckpt.write_bytes(ckpt.read_bytes()[:100])
@@ -138,11 +140,13 @@ def test_cancel_and_resume_equals_uninterrupted(rn, structure, tmp_path):
 
 def test_same_seed_same_result_and_cancel_before_any_step(rn, structure):
     corpus = synthetic_corpus(40, seed=4)
-    config = TrainConfig(epochs=1, batch_size=16, seed=5, layout=PromptLayout(shared=2, coarse=2, fine=1, specific=1))
+    config = TrainConfig(epochs=1, batch_size=16, seed=5, min_steps=0,
+                         layout=PromptLayout(shared=2, coarse=2, fine=1, specific=1))
     a = train(rn, structure, HANDCRAFTED, corpus, config)
     b = train(rn, structure, HANDCRAFTED, corpus, config)
     assert torch.equal(a.classifier.global_emb, b.classifier.global_emb)
-    c = train(rn, structure, HANDCRAFTED, corpus, TrainConfig(epochs=1, batch_size=16, seed=6, layout=config.layout))
+    c = train(rn, structure, HANDCRAFTED, corpus, TrainConfig(epochs=1, batch_size=16, seed=6, min_steps=0,
+                                                                   layout=config.layout))
     assert not torch.equal(a.classifier.global_emb, c.classifier.global_emb)
     stopped = train(rn, structure, HANDCRAFTED, corpus, config, should_stop=lambda: True)
     assert stopped.cancelled and stopped.history == [] and stopped.classifier.categories == CATS
