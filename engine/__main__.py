@@ -9,6 +9,7 @@ Every subcommand is one :mod:`engine.workflow` call over the same project databa
     train      tune the prompts (progress bar with live losses)
     predict    score a folder (recursively) or files -> CSV or JSON lines (resumable)
     evaluate   VOC folder / COCO JSON / CSV -> mAP, F1@k, per-category AP (JSON + table)
+    reproduce  the paper's table: preset knowledge -> train (paper's settings) -> VOC/COCO test split
     export     a project to one archive
     import     an archive into the database
 
@@ -108,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--borrow", action="append", default=[], metavar="SOURCE",
+                   help="also train on the sentences of a preset (voc2007, coco) or another project "
+                        "(repeatable); the classifier keeps this project's categories")
     _sets(p, "TrainConfig")
 
     p = cmd("predict", "score images: a folder (recursively) or files")
@@ -130,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VOC: objects flagged difficult count as positives (default: left out, the standard protocol)")
     p.add_argument("-k", type=int, default=3, help="top-k for the F1 figures")
     p.add_argument("--json", help="write the result here (default: evaluation-<project>.json)")
+    _loader_opts(p)
+
+    p = cmd("reproduce", "the paper's table: train on the preset knowledge, score the test split")
+    p.add_argument("dataset", choices=("voc2007", "coco"))
+    p.add_argument("--data", required=True, help="VOC 2007 folder (or VOCdevkit), or COCO instances "
+                   "JSON / a folder holding annotations/instances_val2014.json and val2014/")
+    p.add_argument("--knowledge", help="use this project's sentences instead of the preset's")
+    p.add_argument("--no-borrow", action="store_true",
+                   help="voc2007: train on VOC's sentences only (default: COCO's are borrowed, as the authors do)")
+    p.add_argument("--json", help="also write the results here")
+    _sets(p, "TrainConfig")
     _loader_opts(p)
 
     p = cmd("export", "write a project to one archive")
@@ -366,7 +381,7 @@ def cmd_train(args, store, stop):
 
     try:
         out = wf.train_project(store, pid, backbone_spec(args), cfg, on_step=on_step, should_stop=stop,
-                               device=args.device)
+                               device=args.device, borrow_from=args.borrow)
     finally:
         bar.close()
     if out.cancelled:
@@ -467,9 +482,40 @@ def cmd_import(args, store, stop):
     return 0
 
 
+def cmd_reproduce(args, store, stop):
+    from engine import workflow as wf
+    from engine.datasets import LoaderSettings
+    from engine.train import TrainConfig
+
+    cfg = apply_sets(TrainConfig(), args.sets)
+    bar = _bar(args, None, "train", "step")
+
+    def on_step(info):
+        bar.total = info.total_steps
+        bar.n = info.step
+        bar.set_postfix(loss=f"{float(info.losses.get('total', float('nan'))):.4f}", refresh=False)
+        bar.refresh()
+
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    try:
+        result = wf.reproduce_paper(store, args.dataset, args.data, args.knowledge, backbone_spec(args), cfg,
+                                    device=args.device, borrow_coco=not args.no_borrow,
+                                    loader=LoaderSettings(batch_size=args.batch_size, workers=args.workers),
+                                    on_step=on_step, log=log)
+    finally:
+        bar.close()
+    print(result.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps({"dataset": result.dataset, "results": result.results,
+                                               "num_images": result.num_images, "steps": result.steps,
+                                               "wall_s": result.wall_s, "device": result.device,
+                                               "backbone": result.backbone}, indent=1, default=str))
+    return 0
+
+
 COMMANDS = {"new": cmd_new, "list": cmd_list, "knowledge": cmd_knowledge, "graph": cmd_graph,
             "train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate,
-            "export": cmd_export, "import": cmd_import}
+            "export": cmd_export, "import": cmd_import, "reproduce": cmd_reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,10 +17,17 @@ from typing import Sequence
 
 def score_pixels(backbone, classifiers: dict, pixels) -> dict:
     """``{name: scores [B, N] float32 CPU}`` of pixels [B, 3, H, W]: one image-encoder pass feeds
-    every classifier. Call under ``torch.inference_mode()``."""
+    every classifier (one per dense-feature setting, ``Classifier.dense_positional``, when the
+    classifiers differ there). The pixels must be prepared as the classifiers ask
+    (``Classifier.image_resize``). Call under ``torch.inference_mode()``."""
     pix = pixels.to(backbone.device, non_blocking=True)
-    glob, dense = backbone.image_features(pix)
-    return {name: c.scores(glob, dense).float().cpu() for name, c in classifiers.items()}
+    out, features = {}, {}
+    for name, c in classifiers.items():
+        positional = bool(getattr(c, "dense_positional", False))
+        if positional not in features:
+            features[positional] = backbone.image_features(pix, dense_positional=positional)
+        out[name] = c.scores(*features[positional]).float().cpu()
+    return out
 
 
 def f32(v) -> float:

@@ -387,30 +387,20 @@ def score_images(backbone, classifier: Classifier, images: Sequence, batch_size:
 def stream_image_scores(backbone, classifiers: dict, files: Sequence, loader=None, should_stop=None):
     """Yield ``(indices, {name: scores [b, N] float32 CPU}, failures)`` per batch of image files, in
     file order. Images decode in DataLoader workers (engine.datasets.image_loader) with the transform
-    the classifiers ask for (:meth:`Classifier.image_settings`); one image-encoder pass per batch feeds
-    every classifier that shares those settings (classifiers that differ get a pass of their own)."""
+    the classifiers ask for (:meth:`Classifier.image_settings`; classifiers scored together must
+    agree on ``image_resize``); engine.batch_scoring.score_pixels feeds every classifier from one
+    image-encoder pass."""
+    from engine.batch_scoring import score_pixels
     from engine.datasets import image_loader
 
-    groups: dict[tuple, list[str]] = {}
-    for name, clf in classifiers.items():
-        groups.setdefault((clf.image_resize, clf.dense_positional), []).append(name)
-    resize = next(iter(groups))[0] if groups else "squash"
-    extra = {key: backbone.image_transform(key[0]) for key in groups if key[0] != resize}
-    pin = backbone.device.type == "cuda"
-    dl = image_loader(files, backbone.image_transform(resize), loader, pin_memory=pin)
+    modes = {clf.image_resize for clf in classifiers.values()}
+    if len(modes) > 1:
+        raise ValueError("Classifiers scored in one pass must prepare images alike (image_resize); score them apart.")
+    transform = backbone.image_transform(modes.pop() if modes else "squash")
+    dl = image_loader(files, transform, loader, pin_memory=backbone.device.type == "cuda")
     with torch.inference_mode():
         for batch in dl:
-            scores = {}
-            if batch.pixels is not None:
-                for key, names in groups.items():
-                    if key[0] == resize:
-                        pix = batch.pixels
-                    else:  # another transform: decode this batch's files again (rare: mixed old/new files)
-                        from engine.datasets import load_rgb
-                        pix = torch.stack([extra[key](load_rgb(files[i])) for i in batch.indices])
-                    glob, dense = backbone.image_features(pix.to(backbone.device, non_blocking=True),
-                                                          dense_positional=key[1])
-                    scores.update({k: classifiers[k].scores(glob, dense).float().cpu() for k in names})
+            scores = {} if batch.pixels is None else score_pixels(backbone, classifiers, batch.pixels)
             yield batch.indices, scores, batch.failures
             if should_stop is not None and should_stop():
                 return

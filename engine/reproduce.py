@@ -136,12 +136,9 @@ def labelled_test_split(dataset: str, data: str | Path, vocab: Vocabulary):
     return read_coco(path, None, vocab.categories, vocab.synonyms)
 
 
-def reproduce(dataset: str, data: str | Path, backbone, knowledge: Vocabulary | None = None,
-              config: TrainConfig | None = None, borrow_coco: bool = True, tau: int = 3,
-              loader: LoaderSettings | None = None, on_step: Callable | None = None,
-              log: Callable[[str], None] = lambda s: None) -> ReproduceResult:
-    """Train and evaluate as the module docstring says; ``backbone`` from engine.clip_backbone."""
-    t0 = time.perf_counter()
+def prepare(dataset: str, data: str | Path, knowledge: Vocabulary | None = None, borrow_coco: bool = True):
+    """(scored vocabulary, training vocabulary, labelled test split): everything read before any
+    model is loaded, so that bad input fails at once."""
     scored, trained = training_vocabulary(dataset, knowledge, borrow_coco)
     try:
         labelled = labelled_test_split(dataset, data, scored)
@@ -149,6 +146,17 @@ def reproduce(dataset: str, data: str | Path, backbone, knowledge: Vocabulary | 
         raise ReproduceError(str(err)) from err
     if not len(labelled):
         raise ReproduceError(f"{data} lists no test images.")
+    return scored, trained, labelled
+
+
+def reproduce(dataset: str, data: str | Path, backbone, knowledge: Vocabulary | None = None,
+              config: TrainConfig | None = None, borrow_coco: bool = True, tau: int = 3,
+              loader: LoaderSettings | None = None, on_step: Callable | None = None,
+              log: Callable[[str], None] = lambda s: None, prepared=None) -> ReproduceResult:
+    """Train and evaluate as the module docstring says; ``backbone`` from engine.clip_backbone;
+    ``prepared``: what :func:`prepare` returned for the same arguments (else it is called here)."""
+    t0 = time.perf_counter()
+    scored, trained, labelled = prepared or prepare(dataset, data, knowledge, borrow_coco)
     config = config or TrainConfig()
     log(f"training on {len(trained.corpus.texts)} sentences, {len(trained.categories)} categories "
         f"({trained.name}), {backbone.name}")

@@ -44,8 +44,11 @@ of thousands of sentences). ``milestones`` are given in epochs out of ``epochs``
 10) and placed at the same FRACTION of the run's steps; the learning rate is multiplied by ``gamma``
 there. With ``min_steps=0`` this is the paper's per-epoch schedule exactly. Sentences are drawn
 epoch by epoch (a fresh shuffle per pass). SGD with momentum 0.9, weight decay 5e-4, lr 0.002
-(CoOp, TaI-DPT and the authors, via Dassl's SGD defaults). ``min_steps`` default 200: chosen with
-bench/bench_train.py and bench/bench_accuracy.py (see README "Benchmarks").
+(CoOp, TaI-DPT and the authors, via Dassl's SGD defaults). ``min_steps`` default 30, set by the
+time budget (VOC preset < 3 min, COCO < 10 min on the 2-core CPU): bench/bench_train.py measured
+about 5.4 s of CPU per thread per step for the VOC preset (20 categories, RN50 text tower, under a
+load average of 15), so 30 steps (3x the paper's 10 for 220 sentences at batch 512) is what fits;
+bench/bench_accuracy.py's proxy prefers more steps (README "Benchmarks"), so on a GPU raise it.
 
 Batch size 512 (TaI-DPT's and the authors'): a step costs two passes of every category's prompt
 through the text transformer (forward and backward) whatever the batch, while the sentence side is a
@@ -103,7 +106,7 @@ class TrainConfig:
     """Training settings; defaults follow the authors' code (see the module docstring)."""
 
     epochs: int = 10
-    min_steps: int = 200
+    min_steps: int = 30
     lr: float = 0.002
     milestones: tuple[int, ...] = (2, 5)
     gamma: float = 0.1

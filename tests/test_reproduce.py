@@ -118,3 +118,39 @@ def test_reproduce_coco_end_to_end(rn, tmp_path):
     assert "72.1" in result.table() and "67.7" in result.table()
     with pytest.raises(ReproduceError, match="instances_val2014"):
         reproduce("coco", tmp_path, rn, config=TrainConfig(**FAST))
+
+
+def test_cli_reproduce_and_train_with_borrowed_sentences(tmp_path, capsys):
+    from engine import workflow as wf
+    from engine.__main__ import main
+    from engine.classifier import Classifier
+
+    root = make_voc(tmp_path / "VOC2007", {"000001": [("dog", 0)], "000002": [("car", 0), ("person", 0)]},
+                    ["000001", "000002"])
+    db = tmp_path / "db" / "studio.db"
+    small = ["--set", "min_steps=3", "--set", "epochs=1", "--set", "layout.shared=4", "--set", "layout.coarse=2",
+             "--set", "layout.fine=1", "--set", "layout.specific=1"]
+    out_json = tmp_path / "r.json"
+    rc = main(["--db", str(db), "--quiet", "--clip-model", "tiny-rn", "reproduce", "voc2007", "--data", str(root),
+               "--no-borrow", "--workers", "0", "--json", str(out_json), *small])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "this run: tuned prompts" in printed and "paper: hand-crafted zero-shot" in printed
+    saved = json.loads(out_json.read_text())
+    assert saved["num_images"] == 2 and saved["steps"] == 3 and set(saved["results"]) == {"tuned", "handcrafted"}
+    assert main(["--db", str(db), "--quiet", "reproduce", "coco", "--data", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+    # a 3-category project with no sentences of its own trains on the COCO preset's
+    assert main(["--db", str(db), "new", "vehicles", "--names", "car, bus, airplane"]) == 0
+    assert main(["--db", str(db), "--quiet", "--clip-model", "tiny-rn", "train", "vehicles", "--borrow", "coco",
+                 *small]) == 0
+    store = wf.open_store(db)
+    pid = wf.find_project(store, "vehicles")
+    clf = Classifier.load(store.list_classifiers(pid)[-1].path)
+    assert clf.categories == ["car", "bus", "airplane"] and clf.meta["trained_categories"] == 80
+    assert store.list_runs(pid)[-1].config["borrow_from"] == ["coco"]
+    own, grown = wf.training_vocabulary(store, pid, ["coco"])
+    assert own.corpus.texts == [] and grown.categories[:3] == ["car", "bus", "airplane"]
+    with pytest.raises(wf.WorkflowError, match="No project"):
+        wf.training_vocabulary(store, pid, ["nonesuch"])

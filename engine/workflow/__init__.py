@@ -10,7 +10,8 @@ too, loaded on first use so that ``import engine.workflow`` stays light for the 
 Modules: base (errors, limits, opening the store), projects, knowledge, sentences, graph,
 training, scoring, predict, evaluate, export, models (weights check and install, device),
 confidence (calibrated confidences and the gallery's cards), uploads (scoring and evaluating
-uploaded files).
+uploaded files), vocabularies (a project's vocabulary, borrowing sentences from presets/projects,
+reproducing the paper's table).
 
 Method choices (METHOD.md):
 - Vocabulary: names one a line or comma-separated; limits are :class:`WorkflowSettings` fields.
@@ -50,6 +51,7 @@ from engine.workflow.sentences import (delete_sentence, list_sentences, sentence
 from engine.workflow.training import (TrainOutcome, active_classifier, handcrafted_prompts, list_runs, run_history,
                                       run_number, spec_from_dict, spec_to_dict, train_project, training_corpus)
 from engine.workflow.uploads import ClassifiedUploads, classify_uploads, evaluate_uploads
+from engine.workflow.vocabularies import borrow_source, project_vocabulary, reproduce_paper, training_vocabulary
 
 # Settings and names from the engine modules, loaded on first use (torch and open_clip are heavy).
 _LAZY = {
@@ -92,6 +94,8 @@ __all__ = [
     # training
     "TrainOutcome", "train_project", "training_corpus", "handcrafted_prompts", "spec_to_dict", "spec_from_dict",
     "list_runs", "run_history", "run_number", "active_classifier",
+    # vocabularies beyond one project, the paper's table
+    "project_vocabulary", "borrow_source", "training_vocabulary", "reproduce_paper",
     # scoring, predict, evaluate
     "latest_classifier", "project_backbone_spec", "project_classifiers", "stream_scores", "PredictSummary",
     "predict_files", "predict_with", "predict_rows", "LoaderSettings", "LabelledSet", "list_images",

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-from engine.batch_scoring import score_pixels
-from engine.datasets import LoaderSettings, image_loader
+from engine.datasets import LoaderSettings
 from engine.workflow.base import WorkflowError
 from engine.workflow.training import handcrafted_prompts, spec_from_dict
 
@@ -51,21 +50,18 @@ def project_classifiers(store, project_id: int, backbone, include_tuned: bool = 
                 raise WorkflowError(f"The classifier was trained on {clf.model_name}, but the "
                                     f"backbone loaded is {backbone.name}; use the same CLIP model.")
             out["tuned"] = clf
-    out["handcrafted"] = Classifier.from_prompts(backbone, cats, handcrafted_prompts(store, project_id))
+    # the baseline scores as the tuned classifier does (fusion, image preparation): one image pass
+    settings = out["tuned"].inference_settings() if "tuned" in out else {}
+    out["handcrafted"] = Classifier.from_prompts(backbone, cats, handcrafted_prompts(store, project_id), **settings)
     return out
 
 
 def stream_scores(backbone, classifiers: dict, files: Sequence[str | Path],
                   loader: LoaderSettings | None = None, should_stop: Callable | None = None):
     """Yield ``(indices, {name: scores [b, N] float32 CPU}, failures)`` per batch, in file order:
-    images decode in DataLoader workers, one image-encoder pass per batch feeds every classifier
+    images decode in DataLoader workers, prepared as the classifiers ask (engine.classifier
+    ``stream_image_scores``); one image-encoder pass per batch feeds every classifier
     (engine.batch_scoring.score_pixels, which the Ray path's model actors call too)."""
-    import torch
+    from engine.classifier import stream_image_scores
 
-    dl = image_loader(files, backbone.preprocess, loader, pin_memory=backbone.device.type == "cuda")
-    with torch.inference_mode():
-        for batch in dl:
-            scores = {} if batch.pixels is None else score_pixels(backbone, classifiers, batch.pixels)
-            yield batch.indices, scores, batch.failures
-            if should_stop is not None and should_stop():
-                return
+    yield from stream_image_scores(backbone, classifiers, files, loader, should_stop)

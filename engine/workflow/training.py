@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from engine.workflow.base import SETTINGS, WorkflowError, WorkflowSettings, project_dir
 from engine.workflow.graph import project_structure
@@ -71,26 +71,48 @@ def spec_from_dict(d: dict):
     return BackboneSpec(**{k: v for k, v in d.items() if k in known})
 
 
+def _borrowed_inputs(store, project_id: int, borrow_from):
+    """(structure, hand-crafted prompts, corpus, the project's vocabulary) of a run on the project's
+    vocabulary grown by ``borrow_from`` (engine.workflow.vocabularies). The fine groups are the
+    cliques of the grown corpus's co-occurrence graph at the default tau (the project's own edge
+    edits name only its own categories and are not applied here)."""
+    from engine.reproduce import prompt_structure
+    from engine.workflow.vocabularies import training_vocabulary
+
+    own, grown = training_vocabulary(store, project_id, borrow_from)
+    template = SETTINGS.handcrafted_template.replace("{name}", "{}")
+    return prompt_structure(grown, SETTINGS.tau), grown.handcrafted(template), grown.corpus, own
+
+
 def train_project(store, project_id: int, backbone_spec=None, train_config=None,
                   on_step: Callable | None = None, should_stop: Callable | None = None,
-                  device=None) -> TrainOutcome:
+                  device=None, borrow_from: Sequence[str] = ()) -> TrainOutcome:
     """Tune the project's prompts on its enabled sentences; record the run (config, status,
     per-step losses, timing); on success write ``classifier-run<id>.safetensors`` in the project
     folder and record it. A killed run resumes from its checkpoint when started again with the same
-    config (the run row of an unfinished run with an identical config is reused)."""
+    config (the run row of an unfinished run with an identical config is reused).
+
+    ``borrow_from``: preset keys or projects whose sentences train too (a bigger training
+    vocabulary); the saved classifier keeps the project's categories only."""
     from engine.clip_backbone import BackboneSpec, load_backbone
     from engine.train import TrainConfig, train
 
     spec = backbone_spec or BackboneSpec()
     config = train_config or TrainConfig()
-    corpus = training_corpus(store, project_id)
+    own = None
+    if borrow_from:
+        structure, handcrafted, corpus, own = _borrowed_inputs(store, project_id, list(borrow_from))
+    else:
+        corpus = training_corpus(store, project_id)
+        structure = project_structure(store, project_id)
+        handcrafted = handcrafted_prompts(store, project_id)
     if not corpus.texts:
         raise WorkflowError("This project has no enabled, labelled sentences: generate knowledge first.")
-    structure = project_structure(store, project_id)
-    handcrafted = handcrafted_prompts(store, project_id)
     backbone = load_backbone(spec, device=device)
     cfg_json = {"train": _jsonable(config), "backbone": spec_to_dict(spec), "n_sentences": len(corpus.texts),
                 "corpus_sha256": hashlib.sha256(json.dumps([corpus.texts, corpus.labels]).encode()).hexdigest()}
+    if borrow_from:
+        cfg_json["borrow_from"] = list(borrow_from)
     runs = store.list_runs(project_id)
     if runs and runs[-1].status in ("cancelled", "failed") and runs[-1].config == cfg_json:
         run_id = runs[-1].id  # same settings and sentences: resume from its checkpoint
@@ -130,6 +152,11 @@ def train_project(store, project_id: int, backbone_spec=None, train_config=None,
         store.finish_run(run_id, "cancelled", elapsed)
         return TrainOutcome(run_id, None, None, result.history, True, elapsed)
     clf = result.classifier
+    if own is not None:  # trained on a bigger vocabulary: keep the project's categories
+        clf = clf.select(own.categories, own.synonyms)
+        clf.meta.pop("selected_from", None)
+        clf.meta["borrow_from"] = list(borrow_from)
+        clf.meta["trained_categories"] = len(structure.categories)
     clf.meta = {**(clf.meta or {}), "backbone": spec_to_dict(spec), "run_id": run_id,
                 "project": store.get_project(project_id).name}
     path = folder / f"classifier-run{run_id}.safetensors"
