@@ -75,8 +75,15 @@ def test_image_features_shapes(which, patches, request):
     assert torch.allclose(dense.norm(dim=-1), torch.ones(3, patches), atol=1e-5)
     reference = F.normalize(backbone.model.encode_image(pixels), dim=-1)
     assert torch.allclose(glob, reference, atol=1e-5)
-    # different positions carry different features
-    assert (dense[:, 0] - dense[:, -1]).abs().max() > 1e-3
+    # different positions carry different features: the content differs (no positional embedding
+    # is added by default, the authors' dense features), or the positional embedding does (ResNet)
+    shaded = pixels.clone()
+    shaded[:, :, :, :32] += 3.0  # left half bright
+    _, dense_shaded = backbone.image_features(shaded)
+    assert (dense_shaded[:, 0] - dense_shaded[:, -1]).abs().max() > 1e-3
+    if which == "rn":
+        _, dense_pos = backbone.image_features(pixels, dense_positional=True)
+        assert (dense_pos[:, 0] - dense_pos[:, -1]).abs().max() > 1e-3
 
 
 def test_image_features_from_a_real_photo(vit):
