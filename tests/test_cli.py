@@ -1,5 +1,6 @@
-"""The command line end to end: new -> knowledge (bundled LLM) -> train (tiny CLIP) -> predict /
-evaluate / export / import, a predict process killed with SIGKILL and resumed, and bad input."""
+"""The command line end to end: new -> knowledge (recorded real answers of the bundled LLM,
+tests/llm_replay.py) -> train (tiny CLIP) -> predict / evaluate / export / import, a predict
+process killed with SIGKILL and resumed, and bad input."""
 import json
 import os
 import signal
@@ -13,13 +14,15 @@ import pytest
 
 from engine.__main__ import main
 from engine.metrics import evaluate_scores
+from tests.llm_replay import RECORDING
 from tests.test_datasets import _img, make_coco, make_voc
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ["--clip-model", "tiny-rn"]
 # tiny counts over the question types that make sentences and scene groups (the knowledge tests
-# cover every question type; this keeps the LLM part short on a shared 2-core machine)
-KNOWLEDGE = ["--set", "steps=common,attributes,coarse_sentences,scenes,scene_sentences",
+# cover every question type), answered from the recording
+KNOWLEDGE = ["--llm-replay", str(RECORDING),
+             "--set", "steps=common,attributes,coarse_sentences,scenes,scene_sentences",
              "--set", "n_common=2", "--set", "n_attributes=2", "--set", "attributes_per_category=1",
              "--set", "n_coarse_sentences=3", "--set", "pairs_per_group=1", "--set", "max_scene_pairs=1",
              "--set", "n_scene_sentences=2", "--set", "tokens_per_sentence=30", "--set", "tokens_per_phrase=6",
@@ -46,7 +49,6 @@ def trained(tmp_path_factory):
     return db, tmp
 
 
-@pytest.mark.llm
 def test_full_path_new_knowledge_train_predict(trained, tmp_path, capsys):
     db, _ = trained
     from engine import workflow as wf
@@ -76,7 +78,6 @@ def _scores_from_predict(path, images, key):
     return np.array([[rows[str(p)][f"{key}_scores"][c] for c in ("cat", "dog", "person")] for p in images])
 
 
-@pytest.mark.llm
 def test_evaluate_voc_and_coco_layouts_via_cli(trained, tmp_path, capsys):
     """evaluate's figures equal engine.metrics on the scores predict writes for the same images."""
     db, _ = trained
@@ -110,7 +111,6 @@ def test_evaluate_voc_and_coco_layouts_via_cli(trained, tmp_path, capsys):
     assert "bird" in json.loads((tmp_path / "eval-voc.json").read_text())["unmatched_labels"]
 
 
-@pytest.mark.llm
 def test_export_import_via_cli(trained, tmp_path, capsys):
     db, _ = trained
     archive = tmp_path / "pets.zip"

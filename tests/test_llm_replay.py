@@ -6,6 +6,7 @@ import pytest
 
 from engine.llm import LLMError, LLMSpec, Prompt, SamplingSettings, open_llm
 from engine.llm_replay import FORMAT, RECORD_ENV, Recording, RecordingLLM, ReplayLLM, replay_key
+from tests.llm_replay import RECORDING
 
 CAT = Prompt.ask('Please summarize 2 visual attributes of "cat". Answer with a numbered list of short attributes.',
                  primer='A numbered list of 2 visual attributes of "cat":\n', answer_start="1.", stop=("\n\n",))
@@ -80,6 +81,14 @@ def test_bad_recordings_give_one_clear_message(tmp_path, content, match):
 def test_replay_needs_a_path():
     with pytest.raises(LLMError, match="needs path="):
         open_llm(LLMSpec(kind="replay"))
+
+
+def test_the_committed_recording_is_whole():
+    rec = Recording.load(RECORDING)
+    assert rec.model["spec"] == {"kind": "bundled", "name": "smollm2"} and rec.model["is_chat"]
+    assert rec.entries and len(rec.by_key) == len(rec.entries)
+    assert all(e["question"] and isinstance(e["answer"], str) for e in rec.entries)
+    assert any(e["answer"].strip() for e in rec.entries)
 
 
 @pytest.mark.llm

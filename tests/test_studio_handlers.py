@@ -1,5 +1,6 @@
-"""Every studio action through its handler, without a browser: real SQLite store, the bundled LLM
-with small counts, the tiny random CLIP."""
+"""Every studio action through its handler, without a browser: real SQLite store, the tiny random
+CLIP, and the knowledge pipeline on recorded real answers of the bundled LLM (tests/llm_replay.py:
+what a sampled model writes differs between machines, the recording does not)."""
 from __future__ import annotations
 
 import threading
@@ -9,6 +10,7 @@ from PIL import Image
 
 from studio import classify, evaluate, export, graph, knowledge, projects, sentences, train
 from studio.context import Ctx, StudioSettings
+from tests.llm_replay import RECORDING
 
 VOCAB = "cat\ndog, sofa"
 
@@ -17,7 +19,7 @@ VOCAB = "cat\ndog, sofa"
 def ctx(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("studio-handlers")
     return Ctx.open(StudioSettings(db_path=str(tmp / "s.db"), clip_model="tiny-rn", clip_pretrained=None,
-                                   llm_kind="bundled", llm_name="smollm2"))
+                                   llm_kind="replay", llm_name="smollm2", llm_replay=str(RECORDING)))
 
 
 def small_settings(steps=None, **over):
@@ -66,23 +68,26 @@ def trained(ctx):
     return state
 
 
-@pytest.mark.llm
-def test_generate_knowledge_with_the_bundled_llm(ctx):
-    """Two question steps on one category: the real bundled model answers, every answer is kept
-    in the project's store, and generating again resumes from there (asks nothing new)."""
-    state, _ = projects.create(ctx, {}, "own", "llm", "bicycle")
-    spec = knowledge.llm_spec(ctx, "bundled", "smollm2", "", "", "")
-    settings = small_settings(["attributes", "coarse_sentences"], n_attributes=3, n_coarse_sentences=2)
+def test_generate_knowledge_with_recorded_answers(ctx):
+    """Two question steps on one category, answered by the bundled model's recorded answers (the
+    browser test's questions about "cat"): every answer is kept in the project's store, attributes
+    and sentences are stored, and generating again resumes from there (asks nothing new)."""
+    state, _ = projects.create(ctx, {}, "own", "llm", "cat")
+    spec = knowledge.llm_spec(ctx, "", "", "", "", "")  # the studio's setting: replay
+    assert spec.kind == "replay" and spec.path == str(RECORDING)
+    settings = small_settings(["attributes", "coarse_sentences"], n_coarse_sentences=3)
     out = list(knowledge.generate(ctx, state, spec, settings, threading.Event()))
     assert out[0][0].startswith("Starting") and "Knowledge ready" in out[-1][0], out[-1]
     answers = ctx.store.list_answers(state["project"])
     assert answers and all(a.raw.strip() for a in answers)
-    first = knowledge.category_details(ctx, state, "bicycle")
+    first = knowledge.category_details(ctx, state, "cat")
+    assert first[0]["value"], "the recording holds an attribute of cat that the parser keeps"
     n_sentences = len(sentences.table(ctx, state)[0])
+    assert n_sentences > 0
     again = list(knowledge.generate(ctx, state, spec, settings, threading.Event()))
     assert "Knowledge ready" in again[-1][0]
     assert len(ctx.store.list_answers(state["project"])) == len(answers)
-    assert knowledge.category_details(ctx, state, "bicycle")[1:] == first[1:]
+    assert knowledge.category_details(ctx, state, "cat")[1:] == first[1:]
     assert len(sentences.table(ctx, state)[0]) == n_sentences
 
 
@@ -167,7 +172,7 @@ def test_train_without_sentences_says_what_to_do(ctx):
 
 def test_knowledge_cancel(ctx):
     state, _ = projects.create(ctx, {}, "own", "cancelled", "cup, plate")
-    spec = knowledge.llm_spec(ctx, "bundled", "smollm2", "", "", "")
+    spec = knowledge.llm_spec(ctx, "replay", "smollm2", "", "", "")
     stop = threading.Event()
     stop.set()
     out = list(knowledge.generate(ctx, state, spec, small_settings(), stop))
@@ -357,6 +362,14 @@ def test_settings_from_env():
     assert s.llm_kind == "openai" and s.llm_base_url.endswith("/v1") and s.port == 7999
     assert s.backbone_spec().model == "tiny-vit" and not s.private_projects
     assert StudioSettings.from_env({"SPACE_ID": "me/studio", "IFS_DB": "/tmp/a.db"}).private_projects
+
+
+def test_replay_backend_chosen_from_env():
+    s = StudioSettings.from_env({"IFS_DB": "/tmp/a.db", "IFS_LLM": "replay", "IFS_LLM_REPLAY": "/tmp/rec.json",
+                                 "IFS_LLM_PATH": "/tmp/model.gguf"})
+    spec = s.llm_spec()
+    assert (spec.kind, spec.path, spec.name) == ("replay", "/tmp/rec.json", "smollm2")
+    assert s.llm_spec(kind="gguf").path == "/tmp/model.gguf"  # the GGUF path stays the GGUF kind's
 
 
 def test_layout_builds(ctx):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.llm_replay import RECORDING
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "e2e"
 CHROMIUM = os.environ.get("IFS_E2E_CHROMIUM", "/usr/bin/chromium")
@@ -44,7 +46,9 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300)
 
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
-    """Start ``python app.py`` with the tiny test CLIP, the bundled LLM and a temp database."""
+    """Start ``python app.py`` with the tiny test CLIP, a temp database, and the bundled LLM's
+    recorded real answers (tests/llm_replay.py), so what the test sees does not depend on what a
+    sampled model writes on this machine. ``IFS_E2E_LLM=bundled`` runs it on the live model."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"Debian chromium not found at {CHROMIUM} (apt-get install chromium)")
     tmp = tmp_path_factory.mktemp("studio")
@@ -55,7 +59,8 @@ def app_server(tmp_path_factory):
         "IFS_DATA_DIR": str(tmp / "data"),
         "IFS_CLIP_MODEL": "tiny-rn",
         "IFS_CLIP_PRETRAINED": "none",
-        "IFS_LLM": "bundled",
+        "IFS_LLM": os.environ.get("IFS_E2E_LLM", "replay"),
+        "IFS_LLM_REPLAY": str(RECORDING),
         "IFS_LLM_NAME": os.environ.get("IFS_E2E_LLM_NAME", "smollm2"),
         "IFS_HOST": "127.0.0.1",
         "IFS_PORT": str(port),

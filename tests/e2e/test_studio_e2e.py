@@ -1,6 +1,7 @@
 """The whole way through the studio in headless Chromium: new project from 3 names, knowledge with
-small counts (bundled LLM), edit one attribute, train one short epoch while loss points appear,
-classify two generated images and a text file, reload and find the project intact.
+small counts (recorded real answers of the bundled LLM, tests/llm_replay.py), edit one attribute,
+train one short epoch while loss points appear, classify two generated images and a text file,
+reload and find the project intact.
 
 Screenshots of every step: artifacts/e2e/ (README, "The studio")."""
 from __future__ import annotations
