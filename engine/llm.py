@@ -300,8 +300,9 @@ class LlamaCppLLM:
             return text
 
 
-class _Transient(Exception):
-    """A failure worth retrying: overloaded (429/502/503/504), timed out, or the connection lost."""
+class _Transient(LLMError):
+    """A failure worth retrying: overloaded (429/502/503/504), timed out, or the connection lost
+    (an LLMError: what the caller gets once the retries are spent)."""
 
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
