@@ -384,6 +384,15 @@ def score_images(backbone, classifier: Classifier, images: Sequence, batch_size:
 
 
 
+def image_transform_for(backbone, classifiers: dict):
+    """The image transform the classifiers ask for (they must agree on ``image_resize``): what the
+    local loader and the Ray path's decode tasks both prepare pixels with."""
+    modes = {clf.image_resize for clf in classifiers.values()}
+    if len(modes) > 1:
+        raise ValueError("Classifiers scored in one pass must prepare images alike (image_resize); score them apart.")
+    return backbone.image_transform(modes.pop() if modes else "squash")
+
+
 def stream_image_scores(backbone, classifiers: dict, files: Sequence, loader=None, should_stop=None):
     """Yield ``(indices, {name: scores [b, N] float32 CPU}, failures)`` per batch of image files, in
     file order. Images decode in DataLoader workers (engine.datasets.image_loader) with the transform
@@ -393,10 +402,7 @@ def stream_image_scores(backbone, classifiers: dict, files: Sequence, loader=Non
     from engine.batch_scoring import score_pixels
     from engine.datasets import image_loader
 
-    modes = {clf.image_resize for clf in classifiers.values()}
-    if len(modes) > 1:
-        raise ValueError("Classifiers scored in one pass must prepare images alike (image_resize); score them apart.")
-    transform = backbone.image_transform(modes.pop() if modes else "squash")
+    transform = image_transform_for(backbone, classifiers)
     dl = image_loader(files, transform, loader, pin_memory=backbone.device.type == "cuda")
     with torch.inference_mode():
         for batch in dl:

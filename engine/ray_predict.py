@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from engine.batch_scoring import error_row, predict_rows, score_pixels
+from engine.classifier import image_transform_for
 from engine.datasets import IMAGE_EXTENSIONS, DatasetError, decode_image
 from engine.errors import EngineError
 
@@ -376,7 +377,8 @@ def predict_on_ray(backbone, classifiers: dict, categories: list[str], sources: 
                    scorer=ImageScorer) -> RayPredictSummary:
     """Score every image of `sources` on Ray Data into shards in the folder (or URI) `output`,
     skipping files already there; writes `_summary.json` beside the shards. `backbone` is the
-    loaded backbone (its spec goes to the actors, its preprocess to the decode tasks). `scorer`:
+    loaded backbone (its spec goes to the actors; the transform the classifiers ask for,
+    engine.classifier.image_transform_for, to the decode tasks). `scorer`:
     the actor class (ImageScorer or a subclass)."""
     s = settings or RaySettings()
     if s.fmt not in FORMATS:
@@ -394,7 +396,8 @@ def predict_on_ray(backbone, classifiers: dict, categories: list[str], sources: 
         summary.actors, summary.gpus_per_actor = _placement(ray, s)
         t0 = time.perf_counter()
         if todo:
-            rows = _scored(ray, ds, backbone.preprocess, srcs, done, backbone.spec, classifiers, categories,
+            transform = image_transform_for(backbone, classifiers)
+            rows = _scored(ray, ds, transform, srcs, done, backbone.spec, classifiers, categories,
                            top_k, s, scorer)
             write = {"parquet": rows.write_parquet, "csv": rows.write_csv, "jsonl": rows.write_json}[s.fmt]
             write(output)
@@ -434,7 +437,8 @@ def score_files_on_ray(backbone, classifiers: dict, categories: list[str], files
     if srcs:
         with ray_session(s.address) as ray:
             ray.data.DataContext.get_current().enable_progress_bars = False
-            rows = _scored(ray, read_sources(ray, srcs)[0], backbone.preprocess, srcs, frozenset(), backbone.spec,
+            transform = image_transform_for(backbone, classifiers)
+            rows = _scored(ray, read_sources(ray, srcs)[0], transform, srcs, frozenset(), backbone.spec,
                            classifiers, categories, len(categories), replace_fmt(s, "parquet"))
             for batch in rows.iter_batches(batch_format="pyarrow", batch_size=None):
                 for row in table_to_rows(batch, list(categories)):
