@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("predict", "score images: a folder (recursively) or files")
     p.add_argument("project")
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
-    p.add_argument("-o", "--output", required=True, help="output .csv/.jsonl (resumable); --ray: folder/URI")
+    p.add_argument("-o", "--output", required=True, help=".csv/.jsonl (resumable); --ray: folder/URI")
     p.add_argument("--format", choices=("csv", "jsonl", "parquet"), help="default: the output's suffix (--ray: parquet)")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--no-baseline", action="store_true", help="tuned classifier only")
