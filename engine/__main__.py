@@ -134,7 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the result here (default: evaluation-<project>.json)")
     _loader_opts(p)
 
-    p = cmd("reproduce", "the paper's table: train on the preset knowledge, score the test split")
+    _reproduce_options(cmd("reproduce", "the paper's table: train on the preset knowledge, score the test split"))
+
+    p = cmd("export", "write a project to one archive")
+    p.add_argument("project")
+    p.add_argument("path")
+
+    p = cmd("import", "read an archive into the database")
+    p.add_argument("path")
+    return ap
+
+
+def _reproduce_options(p) -> None:
     p.add_argument("dataset", choices=("voc2007", "coco"))
     p.add_argument("--data", required=True, help="VOC 2007 folder (or VOCdevkit), or COCO instances "
                    "JSON / a folder holding annotations/instances_val2014.json and val2014/")
@@ -144,14 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the results here")
     _sets(p, "TrainConfig")
     _loader_opts(p)
-
-    p = cmd("export", "write a project to one archive")
-    p.add_argument("project")
-    p.add_argument("path")
-
-    p = cmd("import", "read an archive into the database")
-    p.add_argument("path")
-    return ap
 
 
 def _loader_opts(p) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 
 from engine.classifier import Classifier, stream_image_scores
 from engine.datasets import DatasetError, LoaderSettings, VocOptions, read_coco, read_voc
+from engine.errors import EngineError
 from engine.graph import build_graph, cooccurrence, maximal_cliques
 from engine.metrics import evaluate_scores
 from engine.presets import load_preset, load_preset_knowledge
@@ -50,7 +51,7 @@ PAPER = {
 }
 
 
-class ReproduceError(ValueError):
+class ReproduceError(EngineError, ValueError):
     """Bad input to a reproduction (the message says what to fix)."""
 
 

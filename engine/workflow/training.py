@@ -84,6 +84,14 @@ def _borrowed_inputs(store, project_id: int, borrow_from):
     return prompt_structure(grown, SETTINGS.tau), grown.handcrafted(template), grown.corpus, own
 
 
+def _run_inputs(store, project_id: int, borrow_from):
+    """(structure, hand-crafted prompts, corpus, the project's vocabulary or None) of a run."""
+    if borrow_from:
+        return _borrowed_inputs(store, project_id, list(borrow_from))
+    return (project_structure(store, project_id), handcrafted_prompts(store, project_id),
+            training_corpus(store, project_id), None)
+
+
 def train_project(store, project_id: int, backbone_spec=None, train_config=None,
                   on_step: Callable | None = None, should_stop: Callable | None = None,
                   device=None, borrow_from: Sequence[str] = ()) -> TrainOutcome:
@@ -99,13 +107,7 @@ def train_project(store, project_id: int, backbone_spec=None, train_config=None,
 
     spec = backbone_spec or BackboneSpec()
     config = train_config or TrainConfig()
-    own = None
-    if borrow_from:
-        structure, handcrafted, corpus, own = _borrowed_inputs(store, project_id, list(borrow_from))
-    else:
-        corpus = training_corpus(store, project_id)
-        structure = project_structure(store, project_id)
-        handcrafted = handcrafted_prompts(store, project_id)
+    structure, handcrafted, corpus, own = _run_inputs(store, project_id, borrow_from)
     if not corpus.texts:
         raise WorkflowError("This project has no enabled, labelled sentences: generate knowledge first.")
     backbone = load_backbone(spec, device=device)
