@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.clip_backbone import Backbone
+from engine.chunked_encoding import ChunkPlan
 from engine.prompts import HierarchicalPrompts, PromptLayout, PromptStructure, prompt_segments
 
 METHODS = ("prefix", "naive", "padded")
@@ -49,15 +50,34 @@ class _Level:
     key_rows: torch.Tensor | None = None  # [n, start + length] packed rows of each node's path (prefix + own)
 
 
+@dataclass
+class PrefixTree:
+    """The prefix tree of some categories' rows, planned once, encoded as one packed tensor."""
+
+    categories: list[int]  # the categories it encodes, in output order
+    levels: list[_Level]
+    key_rows: torch.Tensor  # every level's path rows, flattened (one gather per layer)
+    positions: torch.Tensor  # every packed token's absolute position
+    eos_rows: torch.Tensor  # [n] the packed row of each category's EOS token, in ``categories`` order
+
+    @property
+    def tokens(self) -> int:
+        """Token rows pushed through each layer."""
+        return sum(len(lv.reps) * lv.length for lv in self.levels)
+
+
 class PromptEncoder(nn.Module):
     """Class embeddings [N, d] of the categories' prompt rows, by one of METHODS.
 
     ``names`` defaults to the structure's category names (a name may differ from the category
     key, e.g. a nicer wording); the frozen token embeddings of "name." are computed once here.
+    ``chunk_size`` (prefix method): at most this many categories are encoded with gradients at a
+    time (see engine.chunked_encoding); 0 = chosen from free memory when the encoder is built
+    (then fixed: ``self.chunk_size``); a value >= the number of categories = one pass.
     """
 
     def __init__(self, backbone: Backbone, structure: PromptStructure, layout: PromptLayout | None = None,
-                 names: list[str] | None = None):
+                 names: list[str] | None = None, chunk_size: int = 0):
         super().__init__()
         self.backbone = backbone
         self.structure = structure
@@ -65,6 +85,8 @@ class PromptEncoder(nn.Module):
         names = list(names or structure.categories)
         if len(names) != len(structure.categories):
             raise ValueError("PromptEncoder needs one name per category.")
+        if int(chunk_size) != chunk_size or chunk_size < 0:
+            raise ValueError(f"The encoding chunk size must be a whole number >= 0 (0 = automatic), got {chunk_size}.")
         device = backbone.device
         total = self.layout.total
         ids = backbone.tokenize([f"{n}." for n in names])
@@ -89,7 +111,18 @@ class PromptEncoder(nn.Module):
             self.register_buffer("pad_embedding", emb(torch.zeros(1, dtype=torch.long, device=device)), persistent=False)
         self.register_buffer("eos_index", torch.tensor([1 + total + k - 1 for k in self.name_lengths], device=device),
                              persistent=False)
-        self.levels = self._plan(device)
+        self.segments = prompt_segments(structure, self.layout)
+        self.tree = self.plan(list(range(n)))
+        self.chunks = ChunkPlan(self, int(chunk_size))
+
+    @property
+    def levels(self) -> list[_Level]:
+        """The levels of the whole vocabulary's prefix tree."""
+        return self.tree.levels
+
+    @property
+    def chunk_size(self) -> int:
+        return self.chunks.size
 
     # ---- full rows (padded / naive) --------------------------------------------------------------
     def full_rows(self, context: torch.Tensor, length: int | None = None) -> torch.Tensor:
@@ -109,16 +142,21 @@ class PromptEncoder(nn.Module):
         return self.backbone.project_text(eos)
 
     # ---- prefix tree ------------------------------------------------------------------------------
-    def _plan(self, device) -> list[_Level]:
-        n = len(self.structure.categories)
-        parts = [("sos", 1, (0,) * n)]
-        parts += [(seg.kind, seg.length, seg.ids) for seg in prompt_segments(self.structure, self.layout)]
-        parts.append(("name", max(self.name_lengths), tuple(range(n))))
-        keys = []  # keys[p][i]: category i's prefix identity after part p
-        for p, (_, _, ids) in enumerate(parts):
-            keys.append([(keys[-1][i] if p else ()) + (ids[i],) for i in range(n)])
+    def _part_keys(self, members: list[int]) -> tuple[list[tuple[str, int]], list[list[tuple]]]:
+        """The row's parts (kind, length) and, per part, each member's prefix identity after it."""
+        parts = [("sos", 1)] + [(seg.kind, seg.length) for seg in self.segments]
+        parts.append(("name", max(self.name_lengths[i] for i in members)))
+        ids = [[0] * len(members)] + [[seg.ids[i] for i in members] for seg in self.segments] + [members]
+        keys = []  # keys[p][m]: member m's prefix identity after part p
+        for p, own in enumerate(ids):
+            keys.append([(keys[-1][m] if p else ()) + (own[m],) for m in range(len(members))])
+        return parts, keys
 
-        groups: list[list[int]] = []  # part indices per level
+    def plan(self, members: list[int]) -> PrefixTree:
+        """The prefix tree of the categories ``members`` (indices; the output follows their order)."""
+        device = self.sos_embedding.device
+        parts, keys = self._part_keys(members)
+        groups: list[list[int]] = []  # part indices per level: a level starts where the tree branches
         for p in range(len(parts)):
             if p == 0 or len(set(keys[p])) > len(set(keys[p - 1])):
                 groups.append([p])
@@ -128,45 +166,47 @@ class PromptEncoder(nn.Module):
         levels, start, offset = [], 0, 0
         prev_nodes, prev_rows = None, None  # previous tree level: prefix key -> node index; node -> path rows
         for g, group in enumerate(groups):
-            last = keys[group[-1]]
             node_of = {}
-            for i, key in enumerate(last):
-                node_of.setdefault(key, i)  # first category with that prefix holds the node's tokens
-            reps = list(node_of.values())
-            parent = [prev_nodes[keys[group[0] - 1][r]] for r in reps] if prev_nodes is not None else [0] * len(reps)
+            for m, key in enumerate(keys[group[-1]]):
+                node_of.setdefault(key, m)  # first member with that prefix holds the node's tokens
+            firsts = list(node_of.values())
+            reps = [members[m] for m in firsts]
+            parent = [prev_nodes[keys[group[0] - 1][m]] for m in firsts] if prev_nodes is not None else [0] * len(reps)
             fixed = sum(parts[p][1] for p in group if parts[p][0] != "name")
-            lengths = [fixed + (self.name_lengths[r] if parts[group[-1]][0] == "name" else 0) for r in reps]
+            named = parts[group[-1]][0] == "name"
+            lengths = [fixed + (self.name_lengths[r] if named else 0) for r in reps]
             # nodes of one level are encoded together; the last level's rows differ in length (the names),
             # so it is split into buckets of equal length: no padding anywhere
             tree_level_rows = {}
             for length in sorted(set(lengths)):
-                members = [j for j, node_length in enumerate(lengths) if node_length == length]
-                rows = offset + torch.arange(len(members) * length).view(len(members), length)
+                bucket = [j for j, node_length in enumerate(lengths) if node_length == length]
+                rows = offset + torch.arange(len(bucket) * length).view(len(bucket), length)
                 if prev_rows is not None:
-                    rows = torch.cat([prev_rows[torch.tensor([parent[j] for j in members])], rows], dim=1)
+                    rows = torch.cat([prev_rows[torch.tensor([parent[j] for j in bucket])], rows], dim=1)
                 # causal under a prefix of `start` tokens: new token j sees the whole prefix and new tokens <= j
                 mask = torch.arange(start + length)[None, :] <= (start + torch.arange(length))[:, None]
-                levels.append(_Level([(parts[p][0], parts[p][1]) for p in group],
-                                     torch.tensor([reps[j] for j in members], device=device),
+                levels.append(_Level([parts[p] for p in group], torch.tensor([reps[j] for j in bucket], device=device),
                                      start, length, offset, mask.to(device), rows.to(device)))
-                for m, j in enumerate(members):
+                for m, j in enumerate(bucket):
                     tree_level_rows[j] = rows[m]
-                offset += len(members) * length
+                offset += len(bucket) * length
             prev_nodes = {key: j for j, key in enumerate(node_of)}
             prev_rows = torch.stack([tree_level_rows[j] for j in range(len(reps))]) if g < len(groups) - 1 else None
             start += max(lengths)
-        # all levels' key rows in one index (one gather per layer)
-        self.register_buffer("key_rows", torch.cat([lv.key_rows.flatten() for lv in levels]), persistent=False)
-        # every token's absolute position, in packed order; each category's EOS row in packed order
+        return self._packed_tree(members, levels)
+
+    def _packed_tree(self, members: list[int], levels: list[_Level]) -> PrefixTree:
+        device = self.sos_embedding.device
+        key_rows = torch.cat([lv.key_rows.flatten() for lv in levels])  # all levels' paths: one gather per layer
         positions = torch.cat([torch.arange(lv.start, lv.start + lv.length).repeat(len(lv.reps)) for lv in levels])
-        self.register_buffer("packed_positions", positions.to(device), persistent=False)
-        eos_rows = torch.zeros(n, dtype=torch.long)
+        where = {c: m for m, c in enumerate(members)}
+        eos_rows = torch.zeros(len(members), dtype=torch.long)
+        eos_index = self.eos_index.tolist()
         for lv in levels:
             if lv.parts[-1][0] == "name":
                 for j, i in enumerate(lv.reps.tolist()):
-                    eos_rows[i] = lv.offset + j * lv.length + int(self.eos_index[i]) - lv.start
-        self.register_buffer("eos_rows", eos_rows.to(device), persistent=False)
-        return levels
+                    eos_rows[where[i]] = lv.offset + j * lv.length + eos_index[i] - lv.start
+        return PrefixTree(list(members), levels, key_rows, positions.to(device), eos_rows.to(device))
 
     def _level_tokens(self, prompts: HierarchicalPrompts, level: _Level) -> torch.Tensor:
         pieces = []
@@ -179,21 +219,22 @@ class PromptEncoder(nn.Module):
                 pieces.append(prompts.block(kind, level.reps).to(self.sos_embedding.dtype))
         return torch.cat(pieces, dim=1)
 
-    def _encode_prefix(self, prompts: HierarchicalPrompts) -> torch.Tensor:
+    def encode_tree(self, prompts: HierarchicalPrompts, tree: PrefixTree) -> torch.Tensor:
+        """Class embeddings [len(tree.categories), d] of one prefix tree, in one pass."""
         text = self.backbone.text
         # all nodes of all levels packed into one [tokens, width] tensor: per-token work (layer norms,
         # projections, MLP) runs once per layer over it; only attention goes level by level
-        x = torch.cat([self._level_tokens(prompts, lv).flatten(0, 1) for lv in self.levels])
-        x = x + text.positional_embedding[self.packed_positions].to(x.dtype)
+        x = torch.cat([self._level_tokens(prompts, lv).flatten(0, 1) for lv in tree.levels])
+        x = x + text.positional_embedding[tree.positions].to(x.dtype)
         for block in text.transformer.resblocks:
-            x = _tree_block(block, x, self.levels, self.key_rows, self.backbone.heads)
-        return self.backbone.project_text(text.ln_final(x[self.eos_rows]))
+            x = _tree_block(block, x, tree.levels, tree.key_rows, self.backbone.heads)
+        return self.backbone.project_text(text.ln_final(x[tree.eos_rows]))
 
     # ---- entry point ------------------------------------------------------------------------------
     def encode(self, prompts: HierarchicalPrompts, method: str = "prefix") -> torch.Tensor:
         """Class embeddings [N, d] (projected, not normalised); gradients flow to ``prompts``."""
         if method == "prefix":
-            return self._encode_prefix(prompts)
+            return self.chunks.encode(self, prompts)
         if method == "naive":
             return self._encode_rows(self.full_rows(prompts.rows()))
         if method == "padded":

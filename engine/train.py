@@ -137,6 +137,7 @@ class TrainConfig:
     method: str = "prefix"
     feature_batch_size: int = 256
     feature_cache_dir: str | None = None
+    encode_chunk_size: int = 0  # prompt encoding: categories per chunk (0 = from free memory; engine.chunked_encoding)
 
     def __post_init__(self):
         if isinstance(self.layout, dict):
@@ -161,6 +162,8 @@ class TrainConfig:
             (self.fusion in ("softmax", "linear"), "fusion must be softmax or linear"),
             (self.fusion_scale > 0, "fusion_scale must be positive"),
             (self.image_resize in ("squash", "center_crop"), "image_resize must be squash or center_crop"),
+            (int(self.encode_chunk_size) == self.encode_chunk_size and self.encode_chunk_size >= 0,
+             "encode_chunk_size must be a whole number >= 0 (0 = automatic)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -249,6 +252,7 @@ def _fingerprint(backbone, structure: PromptStructure, handcrafted: list[str], c
     cfg = config.to_dict()
     cfg.pop("feature_batch_size")
     cfg.pop("feature_cache_dir")
+    cfg.pop("encode_chunk_size")  # changes only float round-off: a run may resume with another
     payload = json.dumps({
         "config": cfg, "backbone": backbone.name, "categories": structure.categories,
         "super_of": structure.super_of, "cliques": structure.cliques, "handcrafted": handcrafted,
@@ -349,8 +353,9 @@ class Trainer:
         make = lambda layout, seed: HierarchicalPrompts(structure, layout, width=backbone.width, seed=seed,
                                                         init_std=config.init_std).to(device)
         global_prompts, local_prompts = make(config.layout, config.seed), make(config.local_layout, config.seed + 1)
-        self.global_encoder = PromptEncoder(backbone, structure, config.layout)
-        self.local_encoder = PromptEncoder(backbone, structure, config.local_layout)
+        self.global_encoder = PromptEncoder(backbone, structure, config.layout, chunk_size=config.encode_chunk_size)
+        self.local_encoder = PromptEncoder(backbone, structure, config.local_layout,
+                                           chunk_size=config.encode_chunk_size)
         self.anchor = None  # enc(prompts at step 0), for hand_residual="anchored"
         if config.hand_residual == "anchored":
             with torch.no_grad():
