@@ -47,8 +47,8 @@ UNKNOWN_FREE_MEMORY = 4 << 30  # assumed when the free memory cannot be read
 MIN_AUTO_CHUNK = 8
 # saved activations per layer, in units of the width: per packed token row and per gathered
 # key/value path row (measured on the RN50 text tower by bench/bench_scale.py, rounded up)
-TOKEN_ROW_FLOATS = 12
-PATH_ROW_FLOATS = 4
+TOKEN_ROW_FLOATS = 10
+PATH_ROW_FLOATS = 3
 
 
 def activation_bytes_per_category(encoder: "PromptEncoder") -> float:

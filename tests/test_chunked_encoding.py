@@ -45,17 +45,17 @@ def _coarse_groups_per_chunk(encoder: PromptEncoder) -> list[set[int]]:
     return [{encoder.structure.coarse_index[c] for c in tree.categories} for tree in encoder.chunks.trees]
 
 
-@pytest.mark.parametrize("layout", [PromptLayout(), PromptLayout(mode="specific"),
-                                    PromptLayout(shared=4, coarse=0, fine=3, specific=2)],
+@pytest.mark.parametrize("layout,sizes", [(PromptLayout(), (4, 7, 29)), (PromptLayout(mode="specific"), (7,)),
+                                          (PromptLayout(shared=4, coarse=0, fine=3, specific=2), (7,))],
                          ids=["hierarchical", "specific", "4-0-3-2"])
-def test_chunked_gradients_equal_one_pass(backbone, structure, layout):
+def test_chunked_gradients_equal_one_pass(backbone, structure, layout, sizes):
     n = len(structure.categories)
     prompts = HierarchicalPrompts(structure, layout, width=backbone.width, seed=3, init_std=0.3)
     one_pass = PromptEncoder(backbone, structure, layout, chunk_size=n)
     assert one_pass.chunks.inverse is None and len(one_pass.chunks.trees) == 1
     reference, reference_grads = _value_and_grads(one_pass, prompts)
     assert reference.abs().max() > 0.1
-    for size in (1, 4, 7, 11, n - 1):
+    for size in sizes:  # 4 and 7 split the 7-member super-groups; 29 leaves one category alone
         encoder = PromptEncoder(backbone, structure, layout, chunk_size=size)
         assert len(encoder.chunks.trees) == -(-n // size)
         assert sorted(c for tree in encoder.chunks.trees for c in tree.categories) == list(range(n))
@@ -128,3 +128,34 @@ def test_automatic_chunk_size_and_bad_setting(backbone, structure):
         with pytest.raises(ValueError, match="chunk size"):
             PromptEncoder(backbone, structure, chunk_size=bad)
     assert isinstance(ChunkPlan(encoder, 5).trees[0].categories, list)
+
+
+def test_training_with_chunks_matches_one_pass_and_resumes_across_chunk_sizes(backbone, structure, tmp_path):
+    from engine.train import Corpus, TrainConfig, train
+
+    names = structure.categories
+    pairs = list(zip(names, names[3:] + names[:3]))
+    corpus = Corpus([f"a {a} beside a {b}." for a, b in pairs], [[a, b] for a, b in pairs])
+    hand = [f"a photo of a {c}." for c in names]
+
+    def config(size):
+        return TrainConfig(epochs=2, batch_size=30, layout=PromptLayout(shared=2, coarse=2, fine=1, specific=1),
+                           encode_chunk_size=size)
+
+    one_pass = train(backbone, structure, hand, corpus, config(len(names)))
+    chunked = train(backbone, structure, hand, corpus, config(8))
+    assert len(chunked.history) == len(one_pass.history) == 2
+    for a, b in zip(chunked.history, one_pass.history):
+        assert a.losses["total"] == pytest.approx(b.losses["total"], rel=1e-5)
+    # the chunk size is not part of a run's identity: a run stopped with one size resumes with another
+    ckpt = tmp_path / "run.ckpt"
+    stopped = train(backbone, structure, hand, corpus, config(8), should_stop=lambda: ckpt.exists(),
+                    checkpoint_path=ckpt)
+    assert stopped.cancelled and len(stopped.history) == 1
+    resumed = train(backbone, structure, hand, corpus, config(0), checkpoint_path=ckpt)
+    assert not resumed.cancelled and resumed.resumed_from_step == 1 and len(resumed.history) == 2
+    for run in (chunked, resumed):
+        assert (run.classifier.global_emb - one_pass.classifier.global_emb).abs().max() <= 1e-4
+        assert (run.classifier.local_emb - one_pass.classifier.local_emb).abs().max() <= 1e-4
+    with pytest.raises(ValueError, match="encode_chunk_size"):
+        TrainConfig(encode_chunk_size=-1)
