@@ -8,12 +8,12 @@ them). A step = encode both sets + backward of a scalar of both (a fixed linear 
 Each (vocabulary, encoder) runs in a fresh subprocess, so its peak memory is its own: ``ru_maxrss``
 of the process (model included; the resident size after loading the model is printed too) and, on
 a GPU, ``torch.cuda.max_memory_allocated``. Per row: chunk size (bounded: chosen automatically from
-free memory unless --chunk), step time (median of --repeats after one warm-up), time per category,
+free memory unless --chunk), step time (median of --repeats after --warmup steps), time per category,
 CPU time per step, minor page faults per step (allocator behaviour), peak memory, and the 1-minute
 load average when the row finished. Then, per vocabulary, from the bounded child: the order loss
 (forward + backward) and classifier scoring of --images images (inference), to check their growth.
 
-    .venv/bin/python bench/bench_scale.py [--sizes 80 320 1000] [--repeats 2] [--threads 2] [--chunk 0]
+    .venv/bin/python bench/bench_scale.py [--sizes 80 320 1000] [--repeats 2] [--warmup 1] [--threads 2] [--chunk 0]
 """
 from __future__ import annotations
 
@@ -97,7 +97,8 @@ def child(args) -> dict:
         sync()
         return time.perf_counter() - t0, time.process_time() - c0, _rusage()[1] - f0
 
-    step()
+    for _ in range(args.warmup):
+        step()
     runs = [step() for _ in range(args.repeats)]
     peak = _rusage()[0]
     out = {"n": n, "encoder": args.child_encoder, "chunk": encoder.chunk_size,
@@ -131,6 +132,7 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="RN50")
     ap.add_argument("--device", default="cpu", help="cpu / cuda")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--chunk", type=int, default=0, help="bounded encoder's chunk size (0 = automatic)")
     ap.add_argument("--images", type=int, default=64, help="images scored in the inference check")
@@ -146,7 +148,7 @@ def main(argv=None) -> None:
     for n in args.sizes:
         for enc in args.encoders:
             cmd = [sys.executable, __file__, "--child-size", str(n), "--child-encoder", enc, "--model", args.model,
-                   "--device", args.device, "--repeats", str(args.repeats), "--threads", str(args.threads),
+                   "--device", args.device, "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
                    "--chunk", str(args.chunk), "--images", str(args.images)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
@@ -161,7 +163,7 @@ def _print_row(r: dict, first: bool, args) -> None:
     gb = 1e9
     if first:
         print(f"{args.model} text tower, random weights, {args.device}, {args.threads} threads, both prompt sets, "
-              f"median of {args.repeats} steps after 1 warm-up; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+              f"median of {args.repeats} steps after {args.warmup} warm-up; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
         print(f"{'categories':>10} {'encoder':>9} {'chunk':>6} {'step s':>8} {'ms/cat':>7} {'cpu s':>7} "
               f"{'faults/step':>11} {'peak RSS GB':>11} {'model GB':>8} {'GPU alloc GB':>12} {'load':>5}")
     cuda = f"{r['cuda_peak'] / gb:12.2f}" if r["cuda_peak"] is not None else f"{'-':>12}"

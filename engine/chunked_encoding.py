@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # engine.prefix_encoder imports this module
     from engine.prompts import HierarchicalPrompts
 
 ACTIVATION_SHARE = 0.25  # of the free memory, for one chunk's activations
-CPU_ACTIVATION_CAP = 1 << 30  # bytes; on the CPU the RAM is shared with everything else
+CPU_ACTIVATION_CAP = 512 << 20  # bytes; on the CPU the RAM is shared with everything else
 UNKNOWN_FREE_MEMORY = 4 << 30  # assumed when the free memory cannot be read
 MIN_AUTO_CHUNK = 8
 # saved activations per layer, in units of the width: per packed token row and per gathered
