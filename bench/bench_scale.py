@@ -69,7 +69,7 @@ def child(args) -> dict:
     from engine.clip_backbone import BackboneSpec, load_backbone
     from engine.prefix_encoder import PromptEncoder
     from engine.prompts import HierarchicalPrompts, PromptLayout
-    from engine.train import order_loss
+    from engine.losses import order_loss_pairs
 
     torch.set_num_threads(args.threads)
     backbone = load_backbone(BackboneSpec(args.model, pretrained=None), args.device)
@@ -109,12 +109,11 @@ def child(args) -> dict:
     if args.child_encoder == "bounded":  # the order loss and inference at this vocabulary
         with torch.no_grad():
             emb = F.normalize(encoder.encode(sets[0]), dim=-1)
-        reference = F.normalize(torch.randn(n, backbone.embed_dim, generator=gen), dim=-1).to(emb.device)
-        reference = reference @ reference.T
+        hand = F.normalize(torch.randn(n, backbone.embed_dim, generator=gen), dim=-1).to(emb.device)
         leaf = emb.clone().requires_grad_(True)
         sync()
         t0 = time.perf_counter()
-        order_loss(leaf, reference).backward()
+        order_loss_pairs(leaf, hand).backward()  # the default order loss: one softmax over the N(N-1)/2 pairs
         sync()
         out["order_s"] = time.perf_counter() - t0
         classifier = Classifier(structure.categories, emb, emb, backbone.name)
@@ -148,8 +147,8 @@ def main(argv=None) -> None:
     for n in args.sizes:
         for enc in args.encoders:
             cmd = [sys.executable, __file__, "--child-size", str(n), "--child-encoder", enc, "--model", args.model,
-                   "--device", args.device, "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
-                   "--chunk", str(args.chunk), "--images", str(args.images)]
+                   "--device", args.device, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+                   "--threads", str(args.threads), "--chunk", str(args.chunk), "--images", str(args.images)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"{n} {enc}: failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
@@ -163,7 +162,8 @@ def _print_row(r: dict, first: bool, args) -> None:
     gb = 1e9
     if first:
         print(f"{args.model} text tower, random weights, {args.device}, {args.threads} threads, both prompt sets, "
-              f"median of {args.repeats} steps after {args.warmup} warm-up; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+              f"median of {args.repeats} steps after {args.warmup} warm-up; "
+              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
         print(f"{'categories':>10} {'encoder':>9} {'chunk':>6} {'step s':>8} {'ms/cat':>7} {'cpu s':>7} "
               f"{'faults/step':>11} {'peak RSS GB':>11} {'model GB':>8} {'GPU alloc GB':>12} {'load':>5}")
     cuda = f"{r['cuda_peak'] / gb:12.2f}" if r["cuda_peak"] is not None else f"{'-':>12}"

@@ -86,7 +86,8 @@ class PromptEncoder(nn.Module):
         if len(names) != len(structure.categories):
             raise ValueError("PromptEncoder needs one name per category.")
         if int(chunk_size) != chunk_size or chunk_size < 0:
-            raise ValueError(f"The encoding chunk size must be a whole number >= 0 (0 = automatic), got {chunk_size}.")
+            raise ValueError(f"The encoding chunk size must be a whole number >= 0 (0 = automatic), "
+                             f"got {chunk_size}.")
         device = backbone.device
         total = self.layout.total
         ids = backbone.tokenize([f"{n}." for n in names])

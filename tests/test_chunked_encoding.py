@@ -139,8 +139,8 @@ def test_training_with_chunks_matches_one_pass_and_resumes_across_chunk_sizes(ba
     hand = [f"a photo of a {c}." for c in names]
 
     def config(size):
-        return TrainConfig(epochs=2, batch_size=30, layout=PromptLayout(shared=2, coarse=2, fine=1, specific=1),
-                           encode_chunk_size=size)
+        layout = PromptLayout(shared=2, coarse=2, fine=1, specific=1)
+        return TrainConfig(epochs=2, min_steps=0, batch_size=30, layout=layout, encode_chunk_size=size)
 
     one_pass = train(backbone, structure, hand, corpus, config(len(names)))
     chunked = train(backbone, structure, hand, corpus, config(8))
