@@ -21,6 +21,10 @@ last level (names differ in length) is split into buckets of equal length, so no
 All tokens of all levels are packed into one ``[tokens, width]`` tensor: layer norms, the q/k/v
 and output projections and the MLP run once per layer over it; attention runs once per level
 (bucket), each node attending to the keys/values of its path gathered by one index per layer.
+
+Any subset of the categories can be planned as a tree of its own (:meth:`PromptEncoder.plan`):
+engine.chunked_encoding cuts the vocabulary into such chunks so that peak memory is set by the
+chunk size, not the vocabulary (``chunk_size``; the default picks it from free memory).
 """
 from __future__ import annotations
 
