@@ -19,10 +19,23 @@ import torch.nn.functional as F
 
 
 def ranking_loss(scores: torch.Tensor, targets: torch.Tensor, margin: float) -> torch.Tensor:
-    """Mean over the batch of sum_{i pos, j neg} max(0, margin - s_i + s_j); scores/targets [B, N]."""
-    diff = margin - scores[:, :, None] + scores[:, None, :]  # [B, i, j]
-    pairs = targets[:, :, None] * (1.0 - targets[:, None, :])
-    return (F.relu(diff) * pairs).sum(dim=(1, 2)).mean()
+    """Mean over the batch of sum_{i pos, j neg} max(0, margin - s_i + s_j); scores/targets [B, N].
+
+    Exact, in O(B N) memory and O(B N log N) time instead of the [B, N, N] pair tensor (2 GB at
+    batch 512 and 1,000 categories): a positive i pays for the negatives above s_i - margin, which
+    is ``count * (margin - s_i) + sum of those s_j``, read off each row's sorted negatives and
+    their suffix sums.
+    """
+    positive = targets > 0
+    negatives = torch.where(positive, torch.full_like(scores, float("-inf")), scores)
+    ordered, _ = negatives.sort(dim=1)  # ascending; the positives' -inf first
+    finite = torch.where(torch.isinf(ordered), torch.zeros_like(ordered), ordered)
+    suffix = torch.cat([finite.flip(1).cumsum(1).flip(1), finite.new_zeros(finite.shape[0], 1)], 1)
+    cut = torch.searchsorted(ordered.detach().contiguous(), (scores - margin).detach().contiguous(),
+                             right=True)  # first negative strictly above s_i - margin
+    count = (scores.shape[1] - cut).to(scores.dtype)
+    per_positive = count * (margin - scores) + suffix.gather(1, cut)
+    return torch.where(positive, per_positive, torch.zeros_like(per_positive)).sum(1).mean()
 
 
 def pair_log_distribution(emb: torch.Tensor, scale: float) -> torch.Tensor:
