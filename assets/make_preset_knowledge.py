@@ -1,58 +1,103 @@
-"""Regenerate the presets' knowledge with this project's own pipeline (METHOD.md section 1).
+"""Regenerate the presets' knowledge at scale with this project's own pipeline (METHOD.md section 1,
+issue 12): the default bundled LLM, the sentence quality gate, and the paper's question mix
+(coarse attribute sentences, fine attribute sentences, scene pairs from every scene group).
 
-    .venv/bin/python assets/make_preset_knowledge.py voc2007 [coco] [--llm smollm2|gemma3]
+    .venv/bin/python assets/make_preset_knowledge.py voc2007 [coco] [--llm qwen1.5b] [--threads 1]
 
-Writes ``assets/presets/{key}_knowledge.json`` (engine.presets.knowledge_to_dict form). Answers
-are cached in ``<user cache dir>/image-free-studio/preset-knowledge/{key}-<llm>.jsonl`` as they arrive, so a killed run resumes where it
-stopped. Uses the bundled LLM and ``KnowledgeSettings()`` (the CPU-sized defaults); the preset's own
-super-categories and synonyms are passed in, so COCO keeps COCO's super-categories.
+Resumable: every answer goes to ``assets/presets/{key}_answers.jsonl`` as it arrives (committed
+beside the preset), so a killed or later run continues where the last one stopped. Every
+`--save-every` new answers the knowledge so far is written to ``assets/presets/{key}_knowledge.json``
+(``engine.presets.knowledge_to_dict`` form; ``meta.complete`` says whether every question was
+answered) - but only when it holds at least as many sentences as the file already there, so the
+shipped preset is never replaced by a smaller one. The preset's own super-categories and synonyms
+are passed in, so COCO keeps COCO's super-categories.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.knowledge import JsonlAnswerCache, KnowledgeSettings, build_knowledge  # noqa: E402
-from engine.llm import LLMSpec, open_llm  # noqa: E402
-from engine.presets import knowledge_to_dict, load_preset, save_preset_knowledge  # noqa: E402
+from engine.llm import DEFAULT_BUNDLED, BUNDLED, LLMSpec, SamplingSettings, open_llm  # noqa: E402
+from engine.presets import (PRESET_DIR, knowledge_to_dict, load_preset, load_preset_knowledge,  # noqa: E402
+                            save_preset_knowledge)
+
+#: kept sentences each preset must reach (issue 12)
+TARGETS = {"voc2007": 2000, "coco": 5000}
 
 
-def make(key: str, llm_name: str = "smollm2") -> Path:
+def preset_settings(key: str) -> KnowledgeSettings:
+    """The paper's question mix at a size that reaches TARGETS: VOC (20 categories) 40 coarse +
+    30 fine sentences per category + 60 scene pairs x 10; COCO (80) 24 + 16 per category + 240 x 8."""
+    sampling = SamplingSettings(max_tokens=512)
+    if key == "coco":
+        return KnowledgeSettings(n_common=6, n_attributes=6, attributes_per_category=3, n_coarse_sentences=8,
+                                 n_keep=3, fine_attributes_per_category=2, n_fine_sentences=8,
+                                 pairs_per_group=6, max_scene_pairs=240, n_scene_sentences=8, sampling=sampling)
+    return KnowledgeSettings(n_common=6, n_attributes=6, attributes_per_category=4, n_coarse_sentences=10,
+                             n_keep=3, fine_attributes_per_category=3, n_fine_sentences=10,
+                             pairs_per_group=6, max_scene_pairs=60, n_scene_sentences=10, sampling=sampling)
+
+
+def answers_path(key: str) -> Path:
+    return PRESET_DIR / f"{key}_answers.jsonl"
+
+
+def save_if_not_smaller(key: str, knowledge, meta: dict) -> bool:
+    """Write the preset knowledge unless the file there already holds more sentences."""
+    old = load_preset_knowledge(key) or {}
+    if len(knowledge.sentences) < len(old.get("sentences") or []):
+        return False
+    save_preset_knowledge(key, knowledge_to_dict(knowledge, meta))
+    return True
+
+
+def make(key: str, llm_name: str = DEFAULT_BUNDLED, threads: int = 1, save_every: int = 20,
+         ask: bool = True) -> Path:
+    """Generate (or, with ask=False, only rebuild from the cached answers) one preset's knowledge."""
     preset = load_preset(key)
-    llm = open_llm(LLMSpec(kind="bundled", name=llm_name))
-    settings = KnowledgeSettings()
-    from platformdirs import user_cache_dir
-
-    cache_dir = Path(user_cache_dir("image-free-studio", appauthor=False)) / "preset-knowledge"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    cache = JsonlAnswerCache(cache_dir / f"{key}-{llm_name}.jsonl")
+    llm = open_llm(LLMSpec(kind="bundled", name=llm_name, n_threads=threads))
+    settings = preset_settings(key)
+    cache = JsonlAnswerCache(answers_path(key))
     t0 = time.time()
+    while True:
+        start = llm.usage.calls
 
-    def progress(done, total, question):
-        print(f"\r{key}: {done}/{total} answers, {time.time() - t0:.0f}s", end="", flush=True)
+        def progress(done, total, question):
+            print(f"\r{key}: {done}/{total} answers ({llm.usage.calls} asked now), {time.time() - t0:.0f}s",
+                  end="", flush=True)
 
-    knowledge = build_knowledge(preset.categories, llm, settings, cache, on_progress=progress,
-                                super_of=preset.super_of,
-                                synonyms={k: v for k, v in preset.synonyms.items() if v})
-    print()
-    meta = {"preset": key, "llm": llm.id, "settings": repr(settings),
-            "generated_s": round(time.time() - t0, 1), "made_by": "assets/make_preset_knowledge.py"}
-    path = save_preset_knowledge(key, knowledge_to_dict(knowledge, meta))
-    print(f"{key}: {len(knowledge.sentences)} sentences -> {path}")
-    return path
+        knowledge = build_knowledge(preset.categories, llm, settings, cache, on_progress=progress,
+                                    should_stop=lambda: not ask or llm.usage.calls - start >= save_every,
+                                    super_of=preset.super_of,
+                                    synonyms={k: v for k, v in preset.synonyms.items() if v})
+        meta = {"preset": key, "llm": llm.id, "settings": json.dumps(asdict(settings), default=str),
+                "gate": True, "complete": not knowledge.cancelled, "target": TARGETS.get(key),
+                "answers": len(cache), "kept_share": knowledge.stats.get("kept_share"),
+                "rejected": knowledge.stats.get("rejected"), "made_by": "assets/make_preset_knowledge.py"}
+        saved = save_if_not_smaller(key, knowledge, meta)
+        print(f"\n{key}: {len(knowledge.sentences)} kept sentences, {len(knowledge.rejected)} rejected, "
+              f"{len(cache)} answers cached; preset file {'written' if saved else 'kept (larger)'}", flush=True)
+        if not knowledge.cancelled or not ask:
+            return PRESET_DIR / f"{key}_knowledge.json"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("presets", nargs="*", default=["voc2007"])
-    ap.add_argument("--llm", default="smollm2", choices=["smollm2", "gemma3"])
+    ap.add_argument("--llm", default=DEFAULT_BUNDLED, choices=list(BUNDLED))
+    ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1 is fastest on a shared machine)")
+    ap.add_argument("--save-every", type=int, default=20, help="write the preset every N new answers")
+    ap.add_argument("--no-ask", action="store_true", help="only rebuild the preset from the cached answers")
     args = ap.parse_args(argv)
     for key in args.presets:
-        make(key, args.llm)
+        make(key, args.llm, args.threads, args.save_every, ask=not args.no_ask)
     return 0
 
 

@@ -43,9 +43,11 @@ def _add_global(p: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--clip-pretrained", default=d, help="open_clip pretrained tag (default openai; "
                    "'none' = random weights; tiny models are always random)")
     g.add_argument("--clip-checkpoint", default=d, help="local CLIP weights file")
-    g.add_argument("--llm", default=d, help="bundled LLM: smollm2 or gemma3 (default smollm2)")
+    g.add_argument("--llm", default=d, help="bundled LLM: qwen1.5b (default), smollm2 or gemma3")
     g.add_argument("--gguf", default=d, help="path of any GGUF model file (llama.cpp)")
     g.add_argument("--llm-replay", default=d, help="recording of real LLM answers to replay (tests)")
+    g.add_argument("--hub", default=d, help="Hub GGUF, fetched once: a name of engine.hub_models.CURATED or REPO")
+    g.add_argument("--hub-file", default=d, help="the .gguf file inside the --hub REPO")
     g.add_argument("--openai-base-url", default=d, help="OpenAI-compatible server, e.g. http://host:8000/v1")
     g.add_argument("--openai-model", default=d, help="model name on that server")
     g.add_argument("--openai-api-key", default=d, help="API key (default: $OPENAI_API_KEY)")
@@ -248,16 +250,10 @@ def backbone_spec(args):
 
 
 def llm_spec(args):
-    from engine.llm import LLMSpec
+    from engine.llm import spec_from_options
 
-    extra = {"n_threads": args.llm_threads} if args.llm_threads else {}
-    if args.openai_base_url:
-        return LLMSpec(kind="openai", base_url=args.openai_base_url, model=args.openai_model,
-                       api_key=args.openai_api_key or os.environ.get("OPENAI_API_KEY"), **extra)
-    if args.gguf or args.llm_replay:
-        return LLMSpec(kind="gguf" if args.gguf else "replay", path=args.gguf or args.llm_replay,
-                       name=args.llm or "smollm2", **extra)
-    return LLMSpec(kind="bundled", name=args.llm or "smollm2", **extra)
+    return spec_from_options(args.llm, args.gguf, args.hub, args.hub_file, args.openai_base_url,
+                             args.openai_model, args.openai_api_key, args.llm_threads, args.llm_replay)
 
 
 class StopFlag:

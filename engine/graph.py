@@ -1,7 +1,8 @@
 """Labels of sentences, the co-occurrence graph and its maximal cliques (METHOD.md sections 1-2).
 
 - A sentence's labels: the categories it was asked about, plus every category whose name or one
-  of its synonyms appears in it. Matching is on word boundaries, case-insensitive, and
+  of its strong synonyms appears in it (`strong_synonyms`: not a generic word, not the head noun of
+  another category; a mention inside a longer mention of another category does not count). Matching is on word boundaries, case-insensitive, and
   plural-insensitive (regular English plurals -s/-es/-ies, a short table of irregular ones, and a
   multi-word name matches with any whitespace or a hyphen between its words; "diningtable" also
   matches "dining table" when that is given as a synonym).
@@ -85,11 +86,82 @@ def mentions(text: str, categories: Iterable[str], synonyms: dict[str, list[str]
     return found
 
 
+#: Words too general to be evidence of one category ("truck", "box", "vehicle" name many things).
+GENERIC_WORDS = frozenset("""
+object objects thing things item items stuff device devices machine machines equipment tool tools
+vehicle vehicles car truck trucks box boxes container containers animal animals creature pet pets
+person people man men woman women kid kids child children human humans furniture appliance
+structure unit set piece part platform board frame stand holder case bag cart carrier transport
+plant plants food foods dish meal drink toy gear material materials product products good goods
+lift lifter loader jack mover hauler
+""".split())
+
+
+def _head(name: str) -> str:
+    ws = name.strip().lower().split()
+    return ws[-1] if ws else ""
+
+
+def strong_synonyms(categories: list[str], synonyms: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """The synonyms that count as evidence of their category: not a generic word
+    (`GENERIC_WORDS`), not another category's name, and not the head noun (last word) of another
+    category's name ("truck" is the head of "hand truck", so it never labels a sentence
+    "forklift"; "box" is the head of "cardboard box", so it never labels one "pallet")."""
+    synonyms = synonyms or {}
+    others_heads: dict[str, set[str]] = {}
+    for c in categories:
+        others_heads[c] = set()
+        for o in categories:
+            if o != c:
+                others_heads[c] |= variants(o) | variants(_head(o))
+    out: dict[str, list[str]] = {}
+    for c in categories:
+        keep = []
+        for syn in synonyms.get(c, []):
+            forms = variants(syn)
+            if not forms or forms & {g for w in GENERIC_WORDS for g in variants(w)}:
+                continue
+            if forms & others_heads[c]:
+                continue
+            keep.append(syn)
+        out[c] = keep
+    return out
+
+
+def label_evidence(text: str, categories: list[str], synonyms: dict[str, list[str]] | None,
+                   asked: list[str]) -> dict[str, str]:
+    """{category: why it is a label of `text`}: "asked" for the categories the question was about;
+    for another category, "name: <form>" when its name appears, or "synonym: <syn>" when one of its
+    strong synonyms (`strong_synonyms`) does. A name or synonym inside a longer mention of another
+    category does not count ("truck" in "hand truck")."""
+    strong = strong_synonyms(categories, synonyms)
+    masked = text or ""
+    by_len = sorted(categories, key=len, reverse=True)
+    spans = []
+    for c in by_len:
+        for m in _pattern(c).finditer(masked):
+            spans.append((m.start(), m.end(), c))
+    ev: dict[str, str] = {a: "asked" for a in dict.fromkeys(asked)}
+    for c in categories:
+        if c in ev:
+            continue
+        for form, kind in [(c, "name"), *((s, "synonym") for s in strong.get(c, []))]:
+            for m in _pattern(form.strip()).finditer(masked):
+                inside = any(a <= m.start() and m.end() <= b and o != c and (b - a) > (m.end() - m.start())
+                             for a, b, o in spans)
+                if not inside:
+                    ev[c] = f"{kind}: {m.group(0)}"
+                    break
+            if c in ev:
+                break
+    return ev
+
+
 def label_sentence(text: str, categories: list[str], synonyms: dict[str, list[str]] | None,
                    asked: list[str]) -> list[str]:
-    """The asked categories plus every mentioned one, in category order (asked names that are
-    not in `categories` are kept at the end)."""
-    hit = set(asked) | set(mentions(text, categories, synonyms))
+    """The asked categories plus every category with strong evidence in the text
+    (`label_evidence`), in category order (asked names not in `categories` are kept at the end)."""
+    hit = set(label_evidence(text, categories, synonyms, asked))
     ordered = [c for c in categories if c in hit]
     return ordered + [a for a in dict.fromkeys(asked) if a not in categories]
 

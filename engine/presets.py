@@ -93,9 +93,19 @@ def knowledge_to_dict(knowledge, meta: dict | None = None) -> dict:
         "scene_groups": [list(g) for g in (getattr(knowledge, "scene_groups", []) or [])],
         "super_of": dict(getattr(knowledge, "super_of", {}) or {}),
         "synonyms": {k: list(v) for k, v in (getattr(knowledge, "synonyms", {}) or {}).items()},
+        "suggested_synonyms": {k: list(v) for k, v in (getattr(knowledge, "suggested_synonyms", {}) or {}).items()
+                               if v},
         "sentences": [
-            {"text": s.text, "labels": list(s.labels), "source": s.source, "category": s.category}
+            {"text": s.text, "labels": list(s.labels), "source": s.source, "category": s.category,
+             **({"asked": list(s.asked)} if getattr(s, "asked", None) else {}),
+             **({"evidence": dict(s.evidence)} if getattr(s, "evidence", None) else {})}
             for s in (getattr(knowledge, "sentences", []) or [])
+        ],
+        # what the sentence gate rejected, with why (engine.sentence_gate): shown and restorable
+        "rejected": [
+            {"text": r.text, "reason": r.reason, "source": r.source, "categories": list(r.categories),
+             "detail": r.detail}
+            for r in (getattr(knowledge, "rejected", []) or [])
         ],
     }
 

@@ -31,8 +31,8 @@ class StudioSettings:
     clip_model: str = "RN50"
     clip_pretrained: str | None = "openai"
     clip_checkpoint: str | None = None
-    llm_kind: str = "bundled"             # bundled | gguf | openai | replay
-    llm_name: str = "smollm2"             # bundled model: smollm2 | gemma3
+    llm_kind: str = "bundled"             # bundled | gguf | hub | openai | replay
+    llm_name: str = "qwen1.5b"            # bundled model: qwen1.5b | smollm2 | gemma3 (engine.llm.BUNDLED)
     llm_path: str | None = None           # gguf file
     llm_base_url: str | None = None       # OpenAI-compatible endpoint
     llm_model: str | None = None

@@ -15,7 +15,8 @@ from studio.common import (CancellableJob, Page, Worker, err, explain, md, numbe
 
 TITLE, TAB_ID = "2 Knowledge", "knowledge"
 LLM_KINDS = [("Bundled model", "bundled"), ("GGUF file", "gguf"), ("OpenAI-compatible endpoint", "openai")]
-BUNDLED = [("SmolLM2 135M Instruct", "smollm2"), ("Gemma 3 270M (base)", "gemma3")]
+BUNDLED = [("Qwen2.5-Coder 1.5B Instruct (best sentences)", "qwen1.5b"), ("SmolLM2 135M Instruct (fast)", "smollm2"),
+           ("Gemma 3 270M base (fast)", "gemma3")]
 
 
 LIMIT_FIELDS = ("attributes_per_category", "fine_attributes_per_category", "pairs_per_group",

@@ -1,7 +1,9 @@
 """Step 3, Sentences: browse, search and filter the training sentences by category and source
 question; edit a sentence or its labels; disable or delete it (after a confirmation; the editor
 is cleared); counts per category so an under-covered category shows, with a line saying why they
-differ from the number of sentences listed."""
+differ from the number of sentences listed. Sentences the quality gate rejected are listed
+disabled with their reason (column "rejected"); ticking Enabled and saving restores one. "why
+labelled" shows each label's evidence (asked, or the name / synonym found)."""
 from __future__ import annotations
 
 import gradio as gr
@@ -10,7 +12,7 @@ from engine import workflow as wf
 from studio.common import Page, err, explain, md, ok, project_id
 
 TITLE, TAB_ID = "3 Sentences", "sentences"
-HEADERS = ["id", "text", "labels", "source", "enabled"]
+HEADERS = ["id", "text", "labels", "source", "enabled", "rejected", "why labelled"]
 PAGE = 200
 
 
@@ -23,12 +25,15 @@ def table(ctx, state, category=None, source=None, search="", include_disabled=Tr
         return [], "No project open."
     rows = wf.list_sentences(ctx.store, pid, category=category or None, source=source or None,
                              search=search or "", include_disabled=include_disabled)
-    out = [[r["id"], r["text"], ", ".join(r["labels"]), r["source"], bool(r["enabled"])]
-           for r in rows[:PAGE]]
+    out = [[r["id"], r["text"], ", ".join(r["labels"]), r["source"], bool(r["enabled"]), r["rejected"] or "",
+            "; ".join(f"{k}: {v}" for k, v in r["evidence"].items())] for r in rows[:PAGE]]
     more = f" (first {PAGE} shown)" if len(rows) > PAGE else ""
+    gate = wf.rejection_counts(ctx.store, pid)
+    rejected = (" Rejected by the quality gate (disabled, restorable): "
+                + ", ".join(f"{k} {v}" for k, v in gate.items()) + ".") if gate else ""
     return out, (f"{len(rows)} sentences match{more}, disabled ones included. The counts per "
                  f"category count enabled sentences only, and a sentence with several labels counts "
-                 f"once for each of them, so the two numbers differ.")
+                 f"once for each of them, so the two numbers differ.{rejected}")
 
 
 def counts(ctx, state):
@@ -120,7 +125,7 @@ def build(ctx) -> dict:
             w["info"] = gr.Markdown()
             w["table"] = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True,
                                       elem_id="sent-table", max_height=420,
-                                      column_widths=["7%", "55%", "18%", "12%", "8%"])
+                                      column_widths=["6%", "44%", "14%", "9%", "7%", "8%", "12%"])
         with gr.Column(scale=1):
             w["counts"] = gr.Dataframe(headers=["category", "sentences"], interactive=False,
                                        label="Sentences per category (fewest first)",

@@ -43,7 +43,7 @@ def trained(tmp_path_factory):
     vocab = tmp / "vocab.txt"
     vocab.write_text("cat\ndog, person\n")
     assert main(["--db", str(db), "new", "pets", "--vocab", str(vocab)]) == 0
-    assert main(["--db", str(db), "--quiet", "knowledge", "pets", *KNOWLEDGE]) == 0
+    assert main(["--db", str(db), "--quiet", "--llm", "smollm2", "knowledge", "pets", *KNOWLEDGE]) == 0
     assert main(["--db", str(db), "--quiet", *CLIP, "train", "pets", "--epochs", "1",
                  "--batch-size", "16"]) == 0
     return db, tmp

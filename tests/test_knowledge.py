@@ -25,8 +25,10 @@ TINY = dict(n_synonyms=1, n_common=2, n_attributes=2, attributes_per_category=1,
             n_keep=1, fine_attributes_per_category=1, n_fine_sentences=1, pairs_per_group=1,
             max_scene_pairs=1, n_scene_sentences=1, tokens_per_phrase=6, tokens_overhead=12)
 # The resume tests: two categories, attributes + coarse sentences only: 4 questions.
+# No retries here: the tests count questions (the retry loop has its own test).
 RESUME = dict(steps=("attributes", "coarse_sentences"), n_attributes=2, attributes_per_category=1,
-              n_coarse_sentences=1, tokens_per_phrase=6, tokens_overhead=8, tokens_per_sentence=30)
+              n_coarse_sentences=1, tokens_per_phrase=6, tokens_overhead=8, tokens_per_sentence=30,
+              max_retries=0)
 RESUME_CATS = ["cat", "dog"]
 SPEC = REPLAY_SPEC
 

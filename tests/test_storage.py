@@ -698,7 +698,7 @@ def test_migration_v1_to_current(tmp_path):
     store.close()
     Store(db).close()  # opening again migrates nothing
     con = sqlite3.connect(db)
-    assert [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+    assert [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
     con.close()
 
 

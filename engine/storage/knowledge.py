@@ -100,7 +100,7 @@ class KnowledgeTables(Database):
 
     def replace_sentences(self, project_id: int, rows: Iterable[dict]) -> None:
         """Make the project's sentences exactly ``rows`` (dicts: text, labels, source, category,
-        enabled, edited)."""
+        enabled, edited, and optionally rejected (the gate's reason) and evidence)."""
         with self._session() as s:
             self._project(s, project_id)
             s.execute(delete(Sentence).where(Sentence.project_id == project_id))
@@ -184,7 +184,23 @@ class KnowledgeTables(Database):
                 row.labels, row.edited = list(labels), True
             if enabled is not None:
                 row.enabled = bool(enabled)
+                if row.enabled:
+                    row.rejected = None  # enabling a sentence the gate rejected restores it
             s.add(row)
+
+    def restore_sentences(self, sentence_ids: Iterable[int]) -> int:
+        """Put sentences the quality gate rejected back into the training set (enabled, no reason)."""
+        with self._session() as s:
+            return s.execute(update(Sentence).where(Sentence.id.in_(list(sentence_ids)))
+                             .values(enabled=True, rejected=None)).rowcount
+
+    def rejection_counts(self, project_id: int) -> dict[str, int]:
+        """{reason: number of sentences} of the gate's rejections still stored (not restored)."""
+        with self._session(write=False) as s:
+            q = (select(Sentence.rejected, func.count()).where(Sentence.project_id == project_id,
+                                                               Sentence.rejected.is_not(None))
+                 .group_by(Sentence.rejected))
+            return {reason: n for reason, n in s.execute(q).all()}
 
     def set_sentences_enabled(self, sentence_ids: Iterable[int], enabled: bool) -> int:
         with self._session() as s:
@@ -285,4 +301,5 @@ class StoreAnswerCache:
 def _sentence(project_id: int, r: dict) -> Sentence:
     return Sentence(project_id=project_id, text=str(r["text"]), labels=list(r.get("labels") or []),
                     source=str(r.get("source") or ""), category=r.get("category"),
-                    enabled=bool(r.get("enabled", True)), edited=bool(r.get("edited", False)))
+                    enabled=bool(r.get("enabled", True)), edited=bool(r.get("edited", False)),
+                    rejected=r.get("rejected") or None, evidence=dict(r.get("evidence") or {}))

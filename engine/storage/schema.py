@@ -3,7 +3,9 @@
 - Schema version in ``schema_version``; forward migrations ``MIGRATIONS[v]`` take v to v+1, each
   in one transaction. Version 1 had no cliques table and no graph threshold; version 2 added both
   (METHOD.md section 2: the cliques computed at the threshold tau become prompt blocks, so they
-  are stored with the threshold they were computed at).
+  are stored with the threshold they were computed at). Version 3 added a sentence's `rejected`
+  reason (the quality gate's, engine.sentence_gate: such a sentence is stored disabled, shown and
+  restorable) and its label `evidence` ({label: why}, engine.graph.label_evidence).
 - Categories are referenced by name in attribute and sentence rows (knowledge refers to them by
   name and a name is unique within a project).
 - Graph edges carry an ``origin``: ``computed`` edges are replaced by every recomputation,
@@ -19,7 +21,7 @@ from sqlalchemy import JSON, CheckConstraint, Column, ForeignKey, Integer, Uniqu
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ARCHIVE_FORMAT = "image-free-studio-project"
 RUN_STATUSES = ("queued", "running", "done", "cancelled", "failed")
 EDGE_ORIGINS = ("computed", "user-added", "user-removed")
@@ -109,6 +111,8 @@ class Sentence(_Base, table=True):
     category: Optional[str] = None  # the (first) category asked about
     enabled: bool = True
     edited: bool = False
+    rejected: Optional[str] = None  # the quality gate's reason; None for a kept or restored sentence
+    evidence: dict = _json(dict)    # {label: why} (engine.graph.label_evidence)
 
 
 class Edge(_Base, table=True):
@@ -194,5 +198,9 @@ MIGRATIONS: dict[int, list[str]] = {
         "members JSON NOT NULL, PRIMARY KEY (id), FOREIGN KEY(project_id) REFERENCES project (id) "
         "ON DELETE CASCADE)",
         "CREATE INDEX ix_clique_project_id ON clique (project_id)",
+    ],
+    2: [
+        "ALTER TABLE sentence ADD COLUMN rejected VARCHAR",
+        "ALTER TABLE sentence ADD COLUMN evidence JSON NOT NULL DEFAULT '{}'",
     ],
 }

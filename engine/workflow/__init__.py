@@ -46,8 +46,8 @@ from engine.workflow.predict import PredictSummary, predict_files, predict_rows,
 from engine.workflow.projects import (create_project, delete_project, find_project, list_projects, parse_vocabulary,
                                       project_info, rename_project, set_owner)
 from engine.workflow.scoring import latest_classifier, project_backbone_spec, project_classifiers, stream_scores
-from engine.workflow.sentences import (delete_sentence, list_sentences, sentence_counts, sentence_sources,
-                                       update_sentence)
+from engine.workflow.sentences import (delete_sentence, list_sentences, rejection_counts, restore_sentences,
+                                       sentence_counts, sentence_sources, update_sentence)
 from engine.workflow.training import (TrainOutcome, active_classifier, handcrafted_prompts, list_runs, run_history,
                                       run_number, spec_from_dict, spec_to_dict, train_project, training_corpus)
 from engine.workflow.uploads import ClassifiedUploads, classify_uploads, evaluate_uploads
@@ -57,7 +57,7 @@ from engine.workflow.vocabularies import borrow_source, project_vocabulary, repr
 _LAZY = {
     "BackboneSpec": "engine.clip_backbone", "MissingWeightsError": "engine.clip_backbone",
     "KnowledgeSettings": "engine.knowledge", "STEPS": "engine.knowledge", "Regenerate": "engine.knowledge",
-    "LLMSpec": "engine.llm",
+    "LLMSpec": "engine.llm", "BUNDLED": "engine.llm", "DEFAULT_BUNDLED": "engine.llm",
     "PromptLayout": "engine.prompts",
     "TrainConfig": "engine.train",
     "list_presets": "engine.presets", "PresetError": "engine.presets",
@@ -89,6 +89,7 @@ __all__ = [
     "generate_knowledge", "regenerate_category", "store_knowledge", "category_details", "update_category",
     # sentences
     "list_sentences", "sentence_sources", "sentence_counts", "update_sentence", "delete_sentence",
+    "rejection_counts", "restore_sentences",
     # graph
     "GraphView", "recompute_graph", "graph_data", "edit_edge", "project_structure",
     # training

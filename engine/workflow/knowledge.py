@@ -62,7 +62,10 @@ def store_knowledge(store, project_id: int, k: dict) -> None:
     for name, c in cats.items():
         sup = c.super_category or (k.get("super_of") or {}).get(name)
         syn = list(c.synonyms or [])
+        suggested = set((k.get("suggested_synonyms") or {}).get(name, []))
         for s_ in (k.get("synonyms") or {}).get(name, []):
+            if s_ in suggested:
+                continue  # the LLM's suggestion: shown by category_details, not used for labels
             if s_.casefold() not in {x.casefold() for x in syn} and s_.casefold() != name.casefold():
                 syn.append(s_)
         store.update_category(c.id, super_category=sup, synonyms=syn)
@@ -78,14 +81,20 @@ def store_knowledge(store, project_id: int, k: dict) -> None:
     for a in k.get("common_attributes") or []:
         rows.append(dict(category=None, text=a, kept=edited.get((None, a), True), edited=(None, a) in edited))
     store.replace_attributes(project_id, rows)
+    suggestions = {n: list(v) for n, v in (k.get("suggested_synonyms") or {}).items() if n in cats and v}
+    store.set_project_settings(project_id, {"suggested_synonyms": suggestions})
     # the user's edited or hand-added sentences survive a regeneration
     mine = store.list_sentences(project_id, by_user=True)
     have = {s_.text.casefold() for s_ in mine}
     rows = [dict(text=s_.text, labels=list(s_.labels), source=s_.source, category=s_.category,
                  enabled=s_.enabled, edited=s_.edited) for s_ in mine]
     rows += [dict(text=s_["text"], labels=list(s_["labels"]), source=s_.get("source", ""),
-                  category=s_.get("category")) for s_ in k.get("sentences") or []
-             if s_["text"].casefold() not in have]
+                  category=s_.get("category"), evidence=s_.get("evidence") or {})
+             for s_ in k.get("sentences") or [] if s_["text"].casefold() not in have]
+    # the quality gate's rejections: stored disabled with their reason, restorable one by one
+    rows += [dict(text=r["text"], labels=list(r.get("categories") or []), source=r.get("source", ""),
+                  category=(r.get("categories") or [None])[0], enabled=False, rejected=r["reason"])
+             for r in k.get("rejected") or [] if r["text"].casefold() not in have]
     store.replace_sentences(project_id, rows)
 
 
@@ -93,8 +102,9 @@ def category_details(store, project_id: int, name: str) -> dict:
     """Attributes (text, kept), synonyms, super-category and hand-crafted prompt of one category."""
     c = get_category(store, project_id, name)
     attrs = [{"text": a.text, "kept": bool(a.kept)} for a in store.list_attributes(project_id, category=name)]
+    suggested = (store.get_project(project_id).settings or {}).get("suggested_synonyms", {}).get(name, [])
     return {"attributes": attrs, "synonyms": list(c.synonyms or []), "super": c.super_category,
-            "prompt": c.prompt}
+            "prompt": c.prompt, "suggested_synonyms": [x for x in suggested if x not in (c.synonyms or [])]}
 
 
 def update_category(store, project_id: int, name: str, attributes=None, synonyms=None,

@@ -12,7 +12,25 @@ def list_sentences(store, project_id: int, category=None, source=None, search: s
     rows = store.list_sentences(project_id, enabled_only=not include_disabled, category=category or None,
                                 source=source or None, search=search or None)
     return [{"id": s.id, "text": s.text, "labels": list(s.labels), "source": s.source,
-             "category": s.category, "enabled": bool(s.enabled)} for s in rows]
+             "category": s.category, "enabled": bool(s.enabled), "rejected": s.rejected,
+             "evidence": dict(s.evidence or {})} for s in rows]
+
+
+def rejection_counts(store, project_id: int) -> dict[str, int]:
+    """{reason: n} of the sentences the quality gate rejected (engine.sentence_gate.REASONS order)."""
+    from engine.sentence_gate import REASONS
+
+    got = store.rejection_counts(project_id)
+    return {r: got[r] for r in REASONS if got.get(r)} | {r: n for r, n in got.items() if r not in REASONS}
+
+
+def restore_sentences(store, project_id: int, sentence_ids) -> int:
+    """Put rejected sentences back into the training set; returns how many."""
+    ids = [int(i) for i in sentence_ids]
+    mine = {s.id for s in store.list_sentences(project_id)}
+    if any(i not in mine for i in ids):
+        raise WorkflowError("Those sentences are not in this project.")
+    return store.restore_sentences(ids)
 
 
 def sentence_sources(store, project_id: int) -> list[str]:

@@ -1,0 +1,165 @@
+"""The sentence quality gate: which parsed LLM lines become training sentences (issue 12).
+
+The sentences are the training set: prompts are tuned on them and on nothing else, so a line that
+does not describe a photo of its category is a wrong training example. Every parsed sentence
+passes `SentenceGate.check` in answer order; a line that fails is kept as a `Rejection` with its
+reason (the studio shows and can restore them) and counted per reason. Reasons, checked in this
+order:
+
+  preamble        a list heading or sign-off: ends in ":" or starts like "Here are ..." / "The
+                  following ..." / "The N sentences below ..."
+  meta            talk about the text instead of the photo: sentences, lists, words, grammar,
+                  typos, synonyms, "this description" (unless that word is part of a category name)
+  trivia          facts no photo shows: years and centuries, films/books/songs, laws and
+                  regulations, organisations and companies, history, statistics
+  too_short       fewer than `min_words` words
+  too_long        more than `max_words` words or `max_chars` characters
+  off_topic       does not mention every category it was asked about, by name (any plural or
+                  case) or by an accepted synonym (`strong_synonyms`)
+  duplicate       the same words as a kept sentence (case and punctuation ignored)
+  near_duplicate  word-set Jaccard similarity >= `near_duplicate` with a kept sentence asked about
+                  the same categories
+
+Attributes pass `junk_attribute` ("The words in the list are" never becomes an attribute).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+from engine.graph import mentions, strong_synonyms
+
+REASONS = ("preamble", "meta", "trivia", "too_short", "too_long", "off_topic", "duplicate", "near_duplicate")
+
+_PREAMBLE = re.compile(
+    r"^(sure|certainly|of course|okay|absolutely|here (?:are|is)|below (?:are|is)|the following|"
+    r"these are|the (?:\w+ ){0,2}(?:sentences?|descriptions?|phrases?) (?:below|above|that follow)|"
+    r"i hope|hope this|let me know|in summary|in conclusion|note\b)", re.I)
+_META = re.compile(
+    r"\b(sentences?|lists?|words?|wording|grammar|grammatical|typos?|spelling|misspell\w*|phrases?|"
+    r"vocabulary|synonyms?|adjectives?|nouns?|verbs?|paragraphs?|"
+    r"(?:this|the above|the following) (?:description|text|answer|example)s?)\b", re.I)
+_TRIVIA = re.compile(
+    r"\b(1[0-9]{3}|20[0-9]{2})s?\b|\b\d+(?:st|nd|rd|th) century\b|"
+    r"\b(films?|movies?|novels?|albums?|songs?|tv series|television series|episodes?|directed by|"
+    r"starring|box office|laws?|legislation|regulations?|statutes?|congress|parliament|"
+    r"government|organi[sz]ations?|associations?|agency|agencies|institutes?|osha|"
+    r"compan(?:y|ies)|corporations?|manufacturers?|brand names?|trademark|founded|invented|inventor|"
+    r"patent(?:ed)?|history|historical|historically|statistics?|percent|per cent|million|billion|"
+    r"according to|studies show|research(?:ers)? (?:show|found)|wikipedia|encyclopedia)\b|%", re.I)
+_WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.U)
+_STOP = frozenset("a an the of in on at to is are was were be with and or its their his her this that "
+                  "it by for from as into over under".split())
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """Thresholds of the gate (module docstring)."""
+
+    min_words: int = 5
+    max_words: int = 45
+    max_chars: int = 300
+    near_duplicate: float = 0.75
+    require_all_asked: bool = True
+
+
+@dataclass
+class Rejection:
+    """A parsed sentence the gate did not keep, with why (one of REASONS) and where it came from."""
+
+    text: str
+    reason: str
+    source: str
+    categories: list[str]
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def words(text: str) -> list[str]:
+    return [w.casefold() for w in _WORD.findall(text or "")]
+
+
+def _content_set(text: str) -> frozenset[str]:
+    return frozenset(w for w in words(text) if w not in _STOP)
+
+
+def _category_words(categories: list[str], synonyms: dict[str, list[str]]) -> set[str]:
+    out = set()
+    for c in categories:
+        for form in [c, *synonyms.get(c, [])]:
+            out.update(words(form))
+    return out
+
+
+def junk_attribute(text: str) -> bool:
+    """An attribute that is list talk or a cut-off clause ("The words in the list are")."""
+    t = (text or "").strip()
+    if not t or _META.search(t) or _PREAMBLE.match(t) or t.endswith((":", "：")):
+        return True
+    w = words(t)
+    return not w or len(w) > 6 or w[-1] in {"are", "is", "was", "were", "the", "a", "an", "of", "and", "or"}
+
+
+@dataclass
+class SentenceGate:
+    """Checks sentences in order, remembering the kept ones (for duplicates) and the rejections."""
+
+    categories: list[str]
+    synonyms: dict[str, list[str]] = field(default_factory=dict)
+    settings: GateSettings = field(default_factory=GateSettings)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.accepted = strong_synonyms(self.categories, self.synonyms)
+        self._own_words = _category_words(self.categories, self.synonyms)
+        self._exact: set[tuple[str, ...]] = set()
+        self._kept_sets: dict[tuple[str, ...], list[frozenset[str]]] = {}
+
+    def reason(self, text: str, asked: list[str]) -> tuple[str, str] | None:
+        """(reason, detail) when `text` fails the gate, None when it passes. Does not remember it."""
+        s = self.settings
+        t = (text or "").strip()
+        if t.endswith((":", "：")) or _PREAMBLE.match(t):
+            return "preamble", ""
+        m = _META.search(t)
+        if m and m.group(0).casefold() not in self._own_words:
+            return "meta", m.group(0)
+        m = _TRIVIA.search(t)
+        if m and m.group(0).casefold() not in self._own_words:
+            return "trivia", m.group(0)
+        w = words(t)
+        if len(w) < s.min_words:
+            return "too_short", f"{len(w)} words"
+        if len(w) > s.max_words or len(t) > s.max_chars:
+            return "too_long", f"{len(w)} words"
+        found = set(mentions(t, asked, self.accepted))
+        missing = [c for c in asked if c not in found]
+        if missing and (s.require_all_asked or len(missing) == len(asked)):
+            return "off_topic", "no mention of " + ", ".join(missing)
+        if tuple(w) in self._exact:
+            return "duplicate", ""
+        content = _content_set(t)
+        for other in self._kept_sets.get(tuple(asked), []):
+            union = len(content | other)
+            if union and len(content & other) / union >= s.near_duplicate:
+                return "near_duplicate", ""
+        return None
+
+    def check(self, text: str, source: str, asked: list[str]) -> bool:
+        """True (and remembered as kept) when `text` passes; else its Rejection is recorded."""
+        why = self.reason(text, asked)
+        if why is not None:
+            self.rejections.append(Rejection(text, why[0], source, list(asked), why[1]))
+            return False
+        self._exact.add(tuple(words(text)))
+        self._kept_sets.setdefault(tuple(asked), []).append(_content_set(text))
+        return True
+
+    def counts(self) -> dict[str, int]:
+        """Rejections per reason, every reason listed (zeros too)."""
+        out = {r: 0 for r in REASONS}
+        for r in self.rejections:
+            out[r.reason] = out.get(r.reason, 0) + 1
+        return out

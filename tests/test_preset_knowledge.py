@@ -1,0 +1,70 @@
+"""The shipped preset knowledge (assets/presets/*_knowledge.json) is a training set a classifier can
+learn from (issue 12): no sentence is a list heading or talks about sentences/lists/words, every
+sentence passes the quality gate it was made with, and each preset reaches its size target.
+
+A preset file made before the gate existed (meta without "gate") is an expected failure until it
+is regenerated with assets/make_preset_knowledge.py; the answer cache beside it lets that run
+continue where the last one stopped."""
+import json
+import re
+
+import pytest
+
+from engine.presets import PRESET_DIR, load_preset, load_preset_knowledge
+from engine.sentence_gate import SentenceGate
+
+TARGETS = {"voc2007": 2000, "coco": 5000}
+LIST_TALK = re.compile(r"\b(sentences?|lists?|words?)\b", re.I)
+
+
+def _gated(key):
+    data = load_preset_knowledge(key)
+    assert data is not None, f"assets/presets/{key}_knowledge.json is missing"
+    if not data.get("meta", {}).get("gate"):
+        pytest.xfail(f"{key}: the shipped knowledge predates the sentence gate; regenerate it with "
+                     f"assets/make_preset_knowledge.py {key}")
+    return data
+
+
+@pytest.mark.parametrize("key", sorted(TARGETS))
+def test_no_list_headings_or_talk_about_sentences(key):
+    data = _gated(key)
+    bad = [s["text"] for s in data["sentences"] if s["text"].rstrip().endswith((":", "："))
+           or LIST_TALK.search(s["text"])]
+    assert bad == []
+
+
+@pytest.mark.parametrize("key", sorted(TARGETS))
+def test_every_sentence_passes_the_gate_and_names_its_categories(key):
+    data = _gated(key)
+    preset = load_preset(key)
+    gate = SentenceGate(preset.categories, data.get("synonyms") or {})
+    failed = []
+    for s in data["sentences"]:
+        why = gate.reason(s["text"], s.get("asked") or [s["category"]])
+        if why is not None and why[0] not in ("duplicate", "near_duplicate"):
+            failed.append((s["text"], why))
+    assert failed == []
+    assert all(s["category"] in s["labels"] for s in data["sentences"])
+    reasons = {r["reason"] for r in data.get("rejected", [])}
+    assert reasons <= {"preamble", "meta", "trivia", "too_short", "too_long", "off_topic", "duplicate",
+                       "near_duplicate"}
+
+
+@pytest.mark.parametrize("key", sorted(TARGETS))
+def test_preset_reaches_its_size(key):
+    data = _gated(key)
+    n = len(data["sentences"])
+    if not data["meta"].get("complete") and n < TARGETS[key]:
+        answers = PRESET_DIR / f"{key}_answers.jsonl"
+        pytest.xfail(f"{key}: generation in progress, {n} of {TARGETS[key]} sentences "
+                     f"({sum(1 for _ in answers.open()) if answers.exists() else 0} answers cached)")
+    assert n >= TARGETS[key]
+
+
+def test_answer_cache_beside_a_gated_preset_is_readable():
+    for key in TARGETS:
+        path = PRESET_DIR / f"{key}_answers.jsonl"
+        if path.exists():
+            rows = [json.loads(line) for line in path.open() if line.strip()]
+            assert rows and all({"key", "question", "raw"} <= set(r) for r in rows)
