@@ -46,8 +46,7 @@ def _add_global(p: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--llm", default=d, help="bundled LLM: qwen1.5b (default), smollm2 or gemma3")
     g.add_argument("--gguf", default=d, help="path of any GGUF model file (llama.cpp)")
     g.add_argument("--llm-replay", default=d, help="recording of real LLM answers to replay (tests)")
-    g.add_argument("--hub", default=d, help="Hub GGUF, fetched once: a name of engine.hub_models.CURATED or REPO")
-    g.add_argument("--hub-file", default=d, help="the .gguf file inside the --hub REPO")
+    g.add_argument("--hub", default=d, help="Hub GGUF, fetched once: a curated name or OWNER/REPO/FILE.gguf")
     g.add_argument("--openai-base-url", default=d, help="OpenAI-compatible server, e.g. http://host:8000/v1")
     g.add_argument("--openai-model", default=d, help="model name on that server")
     g.add_argument("--openai-api-key", default=d, help="API key (default: $OPENAI_API_KEY)")
@@ -252,8 +251,8 @@ def backbone_spec(args):
 def llm_spec(args):
     from engine.llm import spec_from_options
 
-    return spec_from_options(args.llm, args.gguf, args.hub, args.hub_file, args.openai_base_url,
-                             args.openai_model, args.openai_api_key, args.llm_threads, args.llm_replay)
+    return spec_from_options(args.llm, args.gguf, args.hub, args.openai_base_url, args.openai_model,
+                             args.openai_api_key, args.llm_threads, args.llm_replay)
 
 
 class StopFlag:

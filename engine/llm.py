@@ -480,11 +480,11 @@ def open_llm(spec: LLMSpec | None = None, cached: bool = True):
         return _OPEN[spec]
 
 
-def spec_from_options(llm=None, gguf=None, hub=None, hub_file=None, openai_base_url=None, openai_model=None,
+def spec_from_options(llm=None, gguf=None, hub=None, openai_base_url=None, openai_model=None,
                       openai_api_key=None, n_threads=None, replay=None) -> LLMSpec:
     """The spec the command line's options name, first match wins: an OpenAI-compatible server,
     a GGUF file, a recording to replay (recorded from `llm`, default smollm2), a Hub model (a
-    curated name, or a repository with `hub_file`), a bundled model (default DEFAULT_BUNDLED).
+    curated name, or "owner/repo/file.gguf"), a bundled model (default DEFAULT_BUNDLED).
     The API key defaults to $OPENAI_API_KEY."""
     extra = {"n_threads": n_threads} if n_threads else {}
     if openai_base_url:
@@ -495,7 +495,8 @@ def spec_from_options(llm=None, gguf=None, hub=None, hub_file=None, openai_base_
     if replay:
         return LLMSpec(kind="replay", path=replay, name=llm or "smollm2", **extra)
     if hub:
-        where = {"repo": hub, "filename": hub_file} if hub_file else {"name": hub}
+        parts = hub.strip().split("/", 2)
+        where = {"repo": "/".join(parts[:2]), "filename": parts[2]} if len(parts) == 3 else {"name": hub}
         return LLMSpec(kind="hub", **where, **extra)
     return LLMSpec(kind="bundled", name=llm or DEFAULT_BUNDLED, **extra)
 

@@ -239,3 +239,13 @@ def test_a_real_gguf_through_llmspec_hub(monkeypatch, tmp_path):
             open_llm(LLMSpec(kind="hub", repo="HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", filename="nope.gguf"))
     finally:
         h.close()
+
+
+def test_command_line_hub_option_names_a_curated_model_or_a_file():
+    from engine.llm import spec_from_options
+
+    assert spec_from_options(hub="qwen2.5-3b") == LLMSpec(kind="hub", name="qwen2.5-3b")
+    s = spec_from_options(hub="Qwen/Qwen2.5-7B-Instruct-GGUF/qwen2.5-7b-instruct-q4_k_m.gguf", n_threads=1)
+    assert (s.kind, s.repo, s.filename, s.n_threads) == ("hub", "Qwen/Qwen2.5-7B-Instruct-GGUF",
+                                                         "qwen2.5-7b-instruct-q4_k_m.gguf", 1)
+    assert spec_from_options().name == "qwen1.5b" and spec_from_options(llm="smollm2").name == "smollm2"
