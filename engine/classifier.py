@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import EngineError
-from engine.json_limits import JsonLimitError, JsonLimits, loads_limited
+from engine.storage.json_limits import JsonLimitError, JsonLimits, loads_limited
 
 FORMAT_NAME = "image-free-studio/classifier"
 FORMAT_VERSION = 2

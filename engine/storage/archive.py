@@ -2,8 +2,10 @@
 
 Export: one zip with ``manifest.json`` (format, schema version, file hashes), ``rows.json``
 (every row of the project) and ``files/`` (classifier files). Import validates everything
-(member names, symlinks, sizes, version, rows, file hashes) before the first write, then
-writes in one transaction; a name clash becomes "name (2)".
+(member names, symlinks, sizes, version, JSON nesting and number ranges, row count, names by the
+one name rule of engine.storage.names, rows, file hashes) before the first write, then writes in
+transactions of a bounded number of rows (the project hidden until the last); a name clash
+becomes "name (2)".
 """
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ from typing import Any
 
 from sqlalchemy import JSON, select
 
-from engine.storage.database import Database, StoreSettings, clean_name
+from engine.storage.database import Database, StoreSettings, clean_name, duplicate_names
 from engine.storage.errors import ArchiveError, StorageError
-from engine.storage.schema import (ARCHIVE_DEFAULTS, ARCHIVE_FORMAT, EDGE_ORIGINS, EXPORT_TABLES, RUN_STATUSES,
-                                   SCHEMA_VERSION, Project, Run, RunStep, now)
+from engine.storage.json_limits import JsonLimitError, JsonLimits, loads_limited
+from engine.storage.run_lease import current_lease, lease_is_dead
+from engine.storage.schema import (ARCHIVE_DEFAULTS, ARCHIVE_FORMAT, EDGE_ORIGINS, EXPORT_TABLES, IMPORTING,
+                                   RUN_STATUSES, SCHEMA_VERSION, Project, Run, RunStep, now)
 
 
 class ArchiveTables(Database):
@@ -81,67 +85,112 @@ class ArchiveTables(Database):
                 os.unlink(tmp)
         return path
 
-    def import_project(self, path: str | Path, name: str | None = None) -> int:
+    def import_project(self, path: str | Path, name: str | None = None, on_progress=None) -> int:
         """Import an archive of :meth:`export_project` as a new project (renamed "name (2)" ... on a
         clash); returns its id. Everything is validated before the first write; a refused archive
-        raises :class:`ArchiveError` and leaves the database and the files folder untouched."""
+        raises :class:`ArchiveError` and leaves the database and the files folder untouched.
+
+        The rows are written in transactions of ``StoreSettings.import_batch_rows`` rows, so other
+        writers (another visitor creating a project) wait for one batch, never for the whole
+        import; ``on_progress(rows written, rows in all)`` is called between two. Until the last
+        batch the project is marked as importing (:data:`IMPORTING`) and not listed; an import
+        that fails or is interrupted deletes what it wrote."""
         archive = _read_archive(Path(path), self.settings)
         rows = archive.rows
+        self._forget_dead_imports()
         written: list[Path] = []
-        folder: Path | None = None
+        pid: int | None = None
         try:
+            pid, ids = self._import_head(rows, archive.files, name, written)
+            total = sum(len(rows[t]) for t in EXPORT_TABLES)
+            done = len(rows["run"]) + len(rows["classifier"])
+            batch = max(1, int(self.settings.import_batch_rows))
+            for table, model in EXPORT_TABLES.items():
+                if table in ("run", "classifier"):
+                    continue
+                prepared = [_import_values(table, model, r, pid, ids) for r in rows[table]]
+                for k in range(0, len(prepared), batch):
+                    with self._session() as s:
+                        s.execute(model.__table__.insert(), prepared[k:k + batch])
+                    done += len(prepared[k:k + batch])
+                    if on_progress is not None:
+                        on_progress(done, total)
             with self._session() as s:
-                taken = set(s.execute(select(Project.name)).scalars())
-                base = clean_name(name or rows["project"]["name"], "project")
-                new_name, k = base, 2
-                while new_name in taken:
-                    new_name, k = f"{base} ({k})", k + 1
-                pr = rows["project"]
-                p = Project(name=new_name, created=pr["created"], settings=pr["settings"],
-                            graph_tau=pr["graph_tau"])
+                p = self._project(s, pid)
+                p.settings = {k: v for k, v in (p.settings or {}).items() if k != IMPORTING}
                 s.add(p)
-                s.flush()
-                pid = p.id
-                folder = self.project_folder(pid, create=False).resolve()
-                ids: dict[str, dict[int, int]] = {t: {} for t in EXPORT_TABLES}
-                bulk: list[dict] = []
-                for table, model in EXPORT_TABLES.items():
-                    for r in rows[table]:
-                        vals = {k: v for k, v in r.items() if k not in ("id", "file")}
-                        if table == "run_step":
-                            vals["run_id"] = ids["run"][r.get("run_id")]
-                        else:
-                            vals["project_id"] = pid
-                        if table == "classifier":
-                            vals["run_id"] = ids["run"].get(r.get("run_id"))
-                            target = folder / PurePosixPath(r["file"]).name
-                            if target.resolve().parent != folder:
-                                raise ArchiveError(f"Refused: {r['file']!r} would land outside {folder}.")
-                            folder.mkdir(parents=True, exist_ok=True)
-                            written.append(target)
-                            target.write_bytes(archive.files[r["file"]])
-                            vals["path"] = str(target)
-                        if table == "evaluation":
-                            vals["classifier_id"] = ids["classifier"].get(r.get("classifier_id"))
-                        obj = model(**vals)
-                        if table in ("run", "classifier"):  # ids referenced by later rows
-                            s.add(obj)
-                            s.flush()
-                            ids[table][r["id"]] = obj.id
-                        else:
-                            bulk.append({c.name: getattr(obj, c.name) for c in model.__table__.columns
-                                         if c.name != "id"})
-                    if bulk:
-                        s.execute(model.__table__.insert(), bulk)
-                        bulk.clear()
         except BaseException:
+            if pid is not None:
+                with self._session() as s:
+                    s.delete(self._project(s, pid))
             for f in written:
                 f.unlink(missing_ok=True)
+            folder = self.project_folder(pid, create=False) if pid is not None else None
             if folder is not None and folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
             raise
         return pid
 
+    def _forget_dead_imports(self) -> None:
+        """Delete the projects of imports whose process died before it finished (killed mid-way)."""
+        for p in self.list_projects(include_importing=True):
+            if IMPORTING in (p.settings or {}) and lease_is_dead(p.settings[IMPORTING]):
+                self.delete_project(p.id)
+
+    def _import_head(self, rows: dict, files: dict, name, written: list) -> tuple[int, dict]:
+        """First transaction of an import: the project (marked as importing), its runs and its
+        classifiers (their new ids are referenced by later rows; their files are written)."""
+        with self._session() as s:
+            taken = set(s.execute(select(Project.name)).scalars())
+            base = clean_name(name or rows["project"]["name"], "project")
+            new_name, k = base, 2
+            while new_name in taken:
+                new_name, k = f"{base} ({k})", k + 1
+            pr = rows["project"]
+            p = Project(name=new_name, created=pr["created"], graph_tau=pr["graph_tau"],
+                        settings={**pr["settings"], IMPORTING: current_lease()})
+            s.add(p)
+            s.flush()
+            pid = p.id
+            folder = self.project_folder(pid, create=False).resolve()
+            ids: dict[str, dict[int, int]] = {t: {} for t in EXPORT_TABLES}
+            for table in ("run", "classifier"):
+                model = EXPORT_TABLES[table]
+                for r in rows[table]:
+                    vals = _import_values(table, model, r, pid, ids)
+                    if table == "classifier":
+                        target = folder / PurePosixPath(r["file"]).name
+                        if target.resolve().parent != folder:
+                            raise ArchiveError(f"Refused: {r['file']!r} would land outside {folder}.")
+                        folder.mkdir(parents=True, exist_ok=True)
+                        written.append(target)
+                        target.write_bytes(files[r["file"]])
+                        vals["path"] = str(target)
+                    obj = model(**vals)
+                    s.add(obj)
+                    s.flush()
+                    ids[table][r["id"]] = obj.id
+            return pid, ids
+
+
+def _import_values(table: str, model, r: dict, pid: int, ids: dict) -> dict:
+    """The column values of one archive row in this database: new project id, references to the
+    runs and classifiers already written, no id (a new one is given), no lease (nobody trains it)."""
+    vals = {k: v for k, v in r.items() if k not in ("id", "file")}
+    if table == "run_step":
+        vals["run_id"] = ids["run"][r.get("run_id")]
+    else:
+        vals["project_id"] = pid
+    if table == "run":
+        vals["lease"] = None
+    if table == "classifier":
+        vals["run_id"] = ids["run"].get(r.get("run_id"))
+    if table == "evaluation":
+        vals["classifier_id"] = ids["classifier"].get(r.get("classifier_id"))
+    if table in ("run", "classifier"):
+        return vals
+    obj = model(**vals)
+    return {c.name: getattr(obj, c.name) for c in model.__table__.columns if c.name != "id"}
 
 
 def _row_dict(row, exclude=()) -> dict:
@@ -200,7 +249,9 @@ def _read_archive(path: Path, settings: StoreSettings) -> _Archive:
 
         def load_json(n: str):
             try:
-                return json.loads(read(n).decode("utf-8"))
+                return loads_limited(read(n), JsonLimits())
+            except JsonLimitError as exc:
+                refuse(f"{n} is beyond this program's limits: {exc}")
             except (UnicodeDecodeError, ValueError) as exc:
                 refuse(f"{n} is not valid JSON ({exc}).")
 
@@ -213,7 +264,7 @@ def _read_archive(path: Path, settings: StoreSettings) -> _Archive:
         files_decl = manifest.get("files") or {}
         if not isinstance(files_decl, dict):
             refuse("manifest.json's files is not a mapping.")
-        rows = _validate_rows(load_json("rows.json"), version, refuse)
+        rows = _validate_rows(load_json("rows.json"), version, refuse, settings.max_archive_rows)
         files: dict[str, bytes] = {}
         for r in rows["classifier"]:
             member = r.get("file")
@@ -263,11 +314,15 @@ def _check_members(infos, settings: StoreSettings, refuse) -> set[str]:
     return names
 
 
-def _validate_rows(rows, version: int, refuse) -> dict:
-    """Check every row against the tables' columns (types, ids, references); fill the columns an
-    older archive version lacks; parse timestamps."""
+def _validate_rows(rows, version: int, refuse, max_rows: int) -> dict:
+    """Check every row against the tables' columns (types, ids, references) and the names against
+    the name rule; refuse more than ``max_rows`` rows; fill the columns an older archive version
+    lacks; parse timestamps."""
     if not isinstance(rows, dict) or not isinstance(rows.get("project"), dict):
         refuse("rows.json has no project.")
+    n_rows = sum(len(v) for v in rows.values() if isinstance(v, list))
+    if n_rows > max_rows:
+        refuse(f"it holds {n_rows:,} rows (limit {max_rows:,}, StoreSettings.max_archive_rows).")
     defaults = ARCHIVE_DEFAULTS.get(version, {}) if version < SCHEMA_VERSION else {}
     out: dict[str, Any] = {}
 
@@ -313,8 +368,8 @@ def _validate_rows(rows, version: int, refuse) -> dict:
     out["project"] = check("project", Project, rows["project"])
     try:
         out["project"]["name"] = clean_name(out["project"].get("name"), "project")
-    except StorageError:
-        refuse("the project has no name.")
+    except StorageError as exc:
+        refuse(str(exc))
     out["project"].setdefault("settings", {})
     out["project"].setdefault("graph_tau", None)
     out["project"].setdefault("created", now())
@@ -350,6 +405,11 @@ def _check_references(out: dict, refuse) -> None:
     for r in out["run"]:
         if r.get("status", "running") not in RUN_STATUSES:
             refuse(f"run status {r.get('status')!r} is unknown.")
-    names = [r["name"] for r in out["category"]]
-    if len(set(names)) != len(names):
-        refuse("two categories share a name.")
+    try:
+        names = [clean_name(r["name"], "category") for r in out["category"]]
+    except StorageError as exc:
+        refuse(str(exc))
+    if duplicate_names(names):
+        refuse(f"two categories share a name (case does not count): {', '.join(map(repr, duplicate_names(names)))}.")
+    for r, n in zip(out["category"], names):
+        r["name"] = n

@@ -23,6 +23,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from engine.storage.errors import NotFoundError, SchemaVersionError, StorageError
+from engine.storage.file_layout import copy_legacy_classifiers, default_files_root, remove_legacy_files
+from engine.storage.names import MAX_NAME_LENGTH, MAX_PROJECT_NAME_LENGTH, NameRuleError, name_key
+from engine.storage.names import clean_name as names_rule
 from engine.storage.schema import (METADATA, MIGRATIONS, RUN_STATUSES, SCHEMA_VERSION, Project, SchemaVersion,
                                    now)
 
@@ -36,8 +39,10 @@ class StoreSettings:
     ``busy_timeout_ms``: how long a writer waits for another one's transaction before failing.
     ``synchronous``: SQLite's durability level (FULL survives power loss; NORMAL survives a killed
     process and is faster). ``files_dir``: where project files (classifiers) live, default
-    ``<database folder>/projects``. ``max_member_bytes`` / ``max_archive_bytes`` /
-    ``max_members``: import refuses archives beyond these (uncompressed sizes).
+    ``<database file>.files`` (engine.storage.file_layout). ``max_member_bytes`` /
+    ``max_archive_bytes`` / ``max_members``: import refuses archives beyond these (uncompressed
+    sizes); ``max_archive_rows``: rows of all tables together; ``import_batch_rows``: rows written
+    per transaction on import (other writers get in between two).
     """
 
     busy_timeout_ms: int = 30_000
@@ -46,6 +51,8 @@ class StoreSettings:
     max_member_bytes: int = 512 * 1024 * 1024
     max_archive_bytes: int = 2 * 1024 * 1024 * 1024
     max_members: int = 10_000
+    max_archive_rows: int = 200_000
+    import_batch_rows: int = 2_000
 
 
 def default_db_path() -> Path:
@@ -70,7 +77,8 @@ class Database:
         self.path = Path(path) if path else default_db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.files_root = (Path(self.settings.files_dir) if self.settings.files_dir
-                           else self.path.resolve().parent / "projects")
+                           else default_files_root(self.path))
+        inspect_database(self.path)  # refuses a foreign or newer file before anything writes to it
         url = f"sqlite:///{self.path}"
         self._read_engine = self._make_engine(url, immediate=False)
         self._write_engine = self._make_engine(url, immediate=True)
@@ -155,7 +163,9 @@ class Database:
                     f"one knows up to {SCHEMA_VERSION}. Upgrade the program (the file was not changed).")
             while version < SCHEMA_VERSION:
                 self._migrate(version)
-                version = self.schema_version()
+                before, version = version, self.schema_version()
+                if version <= before:  # e.g. an empty schema_version table: no migration applies
+                    raise SchemaVersionError(f"{self.path}: cannot migrate from schema version {before}.")
         except OperationalError as exc:
             raise StorageError(f"Cannot open the database {self.path}: {exc.orig}") from exc
         except Exception as exc:
@@ -169,7 +179,9 @@ class Database:
 
     def _migrate(self, version: int) -> None:
         """Schema ``version`` -> ``version + 1`` in one transaction (re-checked under the write lock,
-        so two processes opening an old file migrate it once)."""
+        so two processes opening an old file migrate it once). 3 -> 4 also copies the classifier
+        files out of the folder databases used to share (engine.storage.file_layout)."""
+        copied: list[Path] = []
         with self._write_engine.begin() as conn:
             current = conn.exec_driver_sql("SELECT max(version) FROM schema_version").scalar()
             if current != version:
@@ -178,7 +190,10 @@ class Database:
                 raise SchemaVersionError(f"{self.path}: no migration from schema version {version}.")
             for sql in MIGRATIONS[version]:
                 conn.exec_driver_sql(sql)
+            if version == 3 and not self.settings.files_dir:
+                copied = copy_legacy_classifiers(conn, self.path, self.files_root)
             conn.execute(SchemaVersion.__table__.insert().values(version=version + 1, applied=now()))
+        remove_legacy_files(copied)
 
     def schema_version(self) -> int:
         with self._read_engine.connect() as conn:
@@ -203,15 +218,61 @@ class Database:
         return row
 
 
+def inspect_database(path: Path) -> int | None:
+    """The schema version of the database at ``path`` (None: no file yet, or an empty one), read
+    through a read-only connection that changes none of its bytes; a file that is not an
+    Image-Free Studio database, or one written by a newer program, is refused here, untouched."""
+    import sqlite3
+    from urllib.parse import quote
+
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    try:
+        con = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "schema_version" not in tables:
+                if tables - {"sqlite_sequence"}:
+                    raise StorageError(f"{path} is an SQLite database but not an Image-Free Studio one (no "
+                                       f"schema_version table); choose another file.")
+                return None
+            version = int(con.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0)
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"Cannot open the database {path}: {exc}") from exc
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(f"{path} has schema version {version}, written by a newer Image-Free Studio; "
+                                 f"this one knows up to {SCHEMA_VERSION}. Upgrade the program (the file was "
+                                 f"not changed).")
+    return version
+
+
 def _casefold(value):
     return value.casefold() if isinstance(value, str) else value
 
 
 def clean_name(name, what: str) -> str:
-    name = " ".join(str(name or "").split())
-    if not name:
+    """A project or category name through the one name rule (engine.storage.names); StorageError if refused."""
+    if name is None or (isinstance(name, str) and not name.strip()):
         raise StorageError(f"A {what} needs a non-empty name.")
-    return name
+    try:
+        return names_rule(name if isinstance(name, str) else str(name), f"{what} name",
+                          MAX_PROJECT_NAME_LENGTH if what == "project" else MAX_NAME_LENGTH)
+    except NameRuleError as exc:
+        raise StorageError(str(exc)) from None
+
+
+def duplicate_names(names: list[str]) -> list[str]:
+    """The names that clash with an earlier one (case and Unicode form do not count)."""
+    seen: set[str] = set()
+    dups = []
+    for n in names:
+        key = name_key(n)
+        if key in seen and n not in dups:
+            dups.append(n)
+        seen.add(key)
+    return dups
 
 
 def check_status(status: str) -> None:

@@ -8,9 +8,9 @@ from typing import Iterable
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from engine.storage.database import UNSET, Database, clean_name
+from engine.storage.database import UNSET, Database, clean_name, duplicate_names
 from engine.storage.errors import NameClashError
-from engine.storage.schema import Attribute, Category, Project
+from engine.storage.schema import IMPORTING, Attribute, Category, Project
 
 
 class ProjectTables(Database):
@@ -26,7 +26,7 @@ class ProjectTables(Database):
         name = clean_name(name, "project")
         rows = [r if isinstance(r, dict) else {"name": r} for r in (categories or [])]
         names = [clean_name(r.get("name"), "category") for r in rows]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = duplicate_names(names)
         if dup:
             raise NameClashError(f"Duplicate category names: {', '.join(dup)}.")
         try:
@@ -41,10 +41,11 @@ class ProjectTables(Database):
         except IntegrityError as exc:
             raise NameClashError(f"A project named {name!r} already exists; choose another name.") from exc
 
-    def list_projects(self) -> list[Project]:
-        """Every project, oldest first."""
+    def list_projects(self, include_importing: bool = False) -> list[Project]:
+        """Every project, oldest first (not those an import is still writing)."""
         with self._session(write=False) as s:
-            return list(s.execute(select(Project).order_by(Project.id)).scalars())
+            rows = list(s.execute(select(Project).order_by(Project.id)).scalars())
+        return [p for p in rows if include_importing or IMPORTING not in (p.settings or {})]
 
     def category_counts(self) -> dict[int, int]:
         """``{project id: number of categories}`` of every project that has categories."""
@@ -104,6 +105,9 @@ class ProjectTables(Database):
         try:
             with self._session() as s:
                 self._project(s, project_id)
+                have = list(s.execute(select(Category.name).where(Category.project_id == project_id)).scalars())
+                if duplicate_names(have + [name]):
+                    raise NameClashError(f"The project already has a category {name!r} (case does not count).")
                 pos = s.execute(select(func.coalesce(func.max(Category.position) + 1, 0))
                              .where(Category.project_id == project_id)).scalar()
                 c = Category(project_id=project_id, position=pos, name=name, synonyms=list(synonyms),
@@ -120,7 +124,7 @@ class ProjectTables(Database):
         category that goes are deleted with it."""
         rows = [dict(r) for r in rows]
         names = [clean_name(r["name"], "category") for r in rows]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = duplicate_names(names)
         if dup:
             raise NameClashError(f"Duplicate category names: {', '.join(dup)}.")
         with self._session() as s:

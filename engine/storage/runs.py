@@ -17,14 +17,32 @@ class RunTables(Database):
 
     # -- training runs -----------------------------------------------------------------------------
 
-    def create_run(self, project_id: int, config: dict, status: str = "running") -> int:
+    def create_run(self, project_id: int, config: dict, status: str = "running", lease: dict | None = None) -> int:
         check_status(status)
         with self._session() as s:
             self._project(s, project_id)
-            r = Run(project_id=project_id, config=dict(config or {}), status=status)
+            r = Run(project_id=project_id, config=dict(config or {}), status=status, lease=lease)
             s.add(r)
             s.flush()
             return r.id
+
+    def take_over_run(self, run_id: int, lease: dict, may_take) -> bool:
+        """Give the run to the process of ``lease`` (status running) when ``may_take(run)`` says so,
+        read and written in one write transaction (two processes cannot both take it over)."""
+        with self._session() as s:
+            r = self._get(s, Run, run_id, "Run")
+            if not may_take(r):
+                return False
+            r.status, r.lease, r.finished = "running", dict(lease), None
+            s.add(r)
+            return True
+
+    def renew_run_lease(self, run_id: int, lease: dict) -> None:
+        """Refresh the lease (heartbeat) of a run this process trains."""
+        with self._session() as s:
+            r = self._get(s, Run, run_id, "Run")
+            r.lease = dict(lease)
+            s.add(r)
 
     def set_run_status(self, run_id: int, status: str) -> None:
         check_status(status)

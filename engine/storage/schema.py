@@ -6,6 +6,9 @@
   are stored with the threshold they were computed at). Version 3 added a sentence's `rejected`
   reason (the quality gate's, engine.sentence_gate: such a sentence is stored disabled, shown and
   restorable) and its label `evidence` ({label: why}, engine.graph.label_evidence).
+  Version 4 gave runs a ``lease`` (the process training it: engine.storage.run_lease) and moved
+  project files from the ``projects/`` folder beside the database (shared by every database in
+  that folder) to ``<database file>.files/``.
 - Categories are referenced by name in attribute and sentence rows (knowledge refers to them by
   name and a name is unique within a project).
 - Graph edges carry an ``origin``: ``computed`` edges are replaced by every recomputation,
@@ -21,10 +24,11 @@ from sqlalchemy import JSON, CheckConstraint, Column, ForeignKey, Integer, Uniqu
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ARCHIVE_FORMAT = "image-free-studio-project"
 RUN_STATUSES = ("queued", "running", "done", "cancelled", "failed")
 EDGE_ORIGINS = ("computed", "user-added", "user-removed")
+IMPORTING = "_importing"  # project setting (the importer's lease) while an import writes its rows
 
 
 def now() -> datetime:
@@ -146,6 +150,7 @@ class Run(_Base, table=True):
     created: datetime = Field(default_factory=now)
     finished: Optional[datetime] = None
     elapsed_s: Optional[float] = None
+    lease: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))  # schema 4
 
 
 class RunStep(_Base, table=True):
@@ -203,4 +208,5 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE sentence ADD COLUMN rejected VARCHAR",
         "ALTER TABLE sentence ADD COLUMN evidence JSON NOT NULL DEFAULT '{}'",
     ],
+    3: ["ALTER TABLE run ADD COLUMN lease JSON"],  # + the files move: engine.storage.file_layout
 }

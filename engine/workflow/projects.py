@@ -2,60 +2,58 @@
 shared Space, and one project's summary."""
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
+from engine.storage.names import BOM, MAX_PROJECT_NAME_LENGTH, NameRuleError, check_unique, clean_name
 from engine.storage import NotFoundError
-from engine.workflow.base import SETTINGS, VocabularyError, WorkflowError, WorkflowSettings
+from engine.workflow.base import SETTINGS, VocabularyError, WorkflowError, WorkflowSettings, owned
 from engine.workflow.graph import recompute_graph
 from engine.workflow.knowledge import store_knowledge
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def parse_vocabulary(text: str, settings: WorkflowSettings | None = None) -> list[str]:
     """Category names from text: one a line, or comma-separated (both may mix).
 
-    Raises :class:`VocabularyError` for: no names; a blank name between commas; a name over
-    ``max_name_length`` characters or with control characters; duplicates (case-insensitive, the
-    message names them); more than ``max_categories`` names. Blank lines are ignored and inner
-    whitespace is collapsed.
+    Every name goes through the one name rule (engine.storage.names: a leading BOM dropped, NFC,
+    whitespace collapsed; control and invisible formatting characters refused; at most
+    ``max_name_length`` characters). Raises :class:`VocabularyError` for: no names; a blank name
+    between commas; a name the rule refuses; duplicates (case and Unicode form do not count, the
+    message names them); more than ``max_categories`` names. Blank lines are ignored.
     """
     s = settings or SETTINGS
     names: list[str] = []
-    for ln_no, line in enumerate((text or "").splitlines(), 1):
+    for ln_no, line in enumerate((text or "").lstrip(BOM).splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split(",")
         for k, part in enumerate(parts):
-            name = " ".join(part.split())
-            if not name:
+            if not part.strip():
                 if k == len(parts) - 1 and len(parts) > 1:  # trailing comma: harmless
                     continue
                 raise VocabularyError(f"Line {ln_no} has a blank name (two commas in a row or a "
                                       f"leading comma); remove it.")
-            if _CONTROL.search(name):
-                raise VocabularyError(f"The name {name!r} contains control characters.")
-            if len(name) > s.max_name_length:
-                raise VocabularyError(f"The name {name[:30]!r}... is {len(name)} characters long; "
-                                      f"the limit is {s.max_name_length}.")
-            names.append(name)
+            try:
+                names.append(clean_name(part, "category name", s.max_name_length))
+            except NameRuleError as exc:
+                raise VocabularyError(str(exc)) from None
     if not names:
         raise VocabularyError("The vocabulary is empty: type category names, one a line or "
                               "separated by commas.")
-    seen: dict[str, str] = {}
-    dups: list[str] = []
-    for n in names:
-        key = n.casefold()
-        if key in seen and n not in dups:
-            dups.append(n)
-        seen.setdefault(key, n)
-    if dups:
-        raise VocabularyError("Duplicate names (case does not count): " + ", ".join(dups) + ".")
+    try:
+        check_unique(names, "names")
+    except NameRuleError as exc:
+        raise VocabularyError(str(exc)) from None
     if len(names) > s.max_categories:
         raise VocabularyError(f"{len(names)} categories is over the limit of {s.max_categories}.")
     return names
+
+
+def project_name(name) -> str:
+    """A project name through the name rule (VocabularyError when refused)."""
+    try:
+        return clean_name(name or "", "project name", MAX_PROJECT_NAME_LENGTH)
+    except NameRuleError as exc:
+        raise VocabularyError(str(exc) if (name or "").strip() else "The project needs a name.") from None
 
 
 def create_project(store, name: str, categories: Sequence[str] | str | None = None,
@@ -79,9 +77,7 @@ def create_project(store, name: str, categories: Sequence[str] | str | None = No
         rows = [dict(name=c, super_category=None, prompt=None, synonyms=[]) for c in names]
         knowledge = None
         meta = {}
-    name = (name or "").strip()
-    if not name:
-        raise VocabularyError("The project needs a name.")
+    name = project_name(name)
     pid = store.create_project(name, settings=meta)
     try:
         store.set_categories(pid, rows)
@@ -117,11 +113,13 @@ def list_projects(store, owner: str | None = None) -> list[dict]:
             if owner is None or (p.settings or {}).get("owner") == owner]
 
 
+@owned
 def set_owner(store, project_id: int, owner: str) -> None:
     """Record the visitor that made (or imported) a project, in its settings."""
     store.set_project_settings(project_id, {"owner": owner})
 
 
+@owned
 def project_info(store, project_id: int) -> dict:
     """Name, category names and counts of one project (raises WorkflowError when it is gone)."""
     try:
@@ -135,12 +133,17 @@ def project_info(store, project_id: int) -> dict:
             "has_classifier": bool(store.list_classifiers(project_id))}
 
 
+@owned
 def rename_project(store, project_id: int, name: str) -> None:
-    name = " ".join((name or "").split())
-    if not name:
+    if not (name or "").strip():
         raise WorkflowError("The new name is empty.")
+    try:
+        name = clean_name(name, "project name", MAX_PROJECT_NAME_LENGTH)
+    except NameRuleError as exc:
+        raise WorkflowError(str(exc)) from None
     store.rename_project(project_id, name)
 
 
+@owned
 def delete_project(store, project_id: int) -> None:
     store.delete_project(project_id)
