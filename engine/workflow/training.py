@@ -9,16 +9,19 @@ from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from engine.workflow.base import SETTINGS, WorkflowError, WorkflowSettings, project_dir
+from engine.storage.run_lease import current_lease, lease_is_dead
+from engine.workflow.base import SETTINGS, WorkflowError, WorkflowSettings, owned, project_dir, require_row
 from engine.workflow.graph import project_structure
 
 
+@owned
 def handcrafted_prompts(store, project_id: int, settings: WorkflowSettings | None = None) -> list[str]:
     """Each category's hand-crafted prompt (its own, else the template), in category order."""
     s = settings or SETTINGS
     return [c.prompt or s.handcrafted_template.format(name=c.name) for c in store.list_categories(project_id)]
 
 
+@owned
 def training_corpus(store, project_id: int):
     """:class:`engine.train.Corpus` of the enabled sentences with at least one label."""
     from engine.train import Corpus
@@ -92,6 +95,7 @@ def _run_inputs(store, project_id: int, borrow_from):
             training_corpus(store, project_id), None)
 
 
+@owned
 def train_project(store, project_id: int, backbone_spec=None, train_config=None,
                   on_step: Callable | None = None, should_stop: Callable | None = None,
                   device=None, borrow_from: Sequence[str] = ()) -> TrainOutcome:
@@ -110,17 +114,16 @@ def train_project(store, project_id: int, backbone_spec=None, train_config=None,
     structure, handcrafted, corpus, own = _run_inputs(store, project_id, borrow_from)
     if not corpus.texts:
         raise WorkflowError("This project has no enabled, labelled sentences: generate knowledge first.")
-    backbone = load_backbone(spec, device=device)
     cfg_json = {"train": _jsonable(config), "backbone": spec_to_dict(spec), "n_sentences": len(corpus.texts),
                 "corpus_sha256": hashlib.sha256(json.dumps([corpus.texts, corpus.labels]).encode()).hexdigest()}
     if borrow_from:
         cfg_json["borrow_from"] = list(borrow_from)
-    runs = store.list_runs(project_id)
-    if runs and runs[-1].status in ("cancelled", "failed") and runs[-1].config == cfg_json:
-        run_id = runs[-1].id  # same settings and sentences: resume from its checkpoint
-        store.set_run_status(run_id, "running")
-    else:
-        run_id = store.create_run(project_id, cfg_json)
+    run_id = _start_run(store, project_id, cfg_json)
+    try:
+        backbone = load_backbone(spec, device=device)
+    except BaseException:
+        store.finish_run(run_id, "failed")
+        raise
     folder = project_dir(store, project_id)
     if getattr(config, "feature_cache_dir", "unset") is None:  # frozen sentence features, reused by later runs
         import dataclasses
@@ -130,11 +133,17 @@ def train_project(store, project_id: int, backbone_spec=None, train_config=None,
     buffer: list[dict] = []
     t0 = time.time()
 
+    first_step = [True]
+
     def step_cb(info):
+        if first_step[0]:  # steps recorded after the checkpoint this run resumes from are redone
+            first_step[0] = False
+            store.delete_run_steps(run_id, after_step=info.step - 1)
         buffer.append({"step": info.step, "epoch": info.epoch, "lr": info.lr,
                        "elapsed_s": info.elapsed_s, **{k: float(v) for k, v in info.losses.items()}})
         if len(buffer) >= SETTINGS.loss_flush_steps:
             store.add_run_steps(run_id, list(buffer))
+            store.renew_run_lease(run_id, current_lease())  # the heartbeat
             buffer.clear()
         if on_step is not None:
             on_step(info)
@@ -171,6 +180,7 @@ def train_project(store, project_id: int, backbone_spec=None, train_config=None,
     return TrainOutcome(run_id, cid, path, result.history, False, elapsed)
 
 
+@owned
 def run_number(store, project_id: int, run_id: int) -> int:
     """The run's number within its project (1 = the project's first run), what a person sees;
     ``run_id`` is the database's id, shared by every project."""
@@ -180,6 +190,39 @@ def run_number(store, project_id: int, run_id: int) -> int:
     return ids.index(run_id) + 1
 
 
+def run_is_dead(run) -> bool:
+    """A run whose row says running but whose process is gone (engine.storage.run_lease)."""
+    return run.status in ("running", "queued") and lease_is_dead(run.lease)
+
+
+def claim_run(store, run_id: int) -> None:
+    """Record this process as the one training ``run_id`` (its lease, heartbeat now)."""
+    store.renew_run_lease(run_id, current_lease())
+
+
+def _start_run(store, project_id: int, cfg_json: dict) -> int:
+    """The run this training writes to. The newest run, when it has the same settings and
+    sentences and was cancelled, failed, or left running by a process that died (killed -9, a
+    crash), is taken over: training resumes from its checkpoint. A run still trained by a live
+    process refuses the start; other dead runs are marked failed."""
+    runs = store.list_runs(project_id)
+    live = [r for r in runs if r.status in ("running", "queued") and not run_is_dead(r)]
+    if live:
+        raise WorkflowError(f"This project is already training in another process (run {live[-1].id}); "
+                            f"wait for it to finish or cancel it.")
+    last = runs[-1] if runs else None
+    for r in runs:
+        if run_is_dead(r) and not (r is last and r.config == cfg_json):
+            store.finish_run(r.id, "failed")
+    if last is not None and last.config == cfg_json and (last.status in ("cancelled", "failed") or run_is_dead(last)):
+        resumable = lambda r: r.status in ("cancelled", "failed") or run_is_dead(r)  # noqa: E731
+        if store.take_over_run(last.id, current_lease(), resumable):
+            return last.id
+        raise WorkflowError(f"Another process has just taken run {last.id} over.")
+    return store.create_run(project_id, cfg_json, lease=current_lease())
+
+
+@owned
 def list_runs(store, project_id: int) -> list[dict]:
     """Past training runs, newest first: id, number (within the project), status, start, steps,
     final loss, seconds, config, and whether its classifier is the one in use."""
@@ -198,6 +241,7 @@ def list_runs(store, project_id: int) -> list[dict]:
     return sorted(out, key=lambda x: -x["id"])
 
 
+@owned
 def active_classifier(store, project_id: int) -> dict | None:
     """The classifier that Classify, Evaluate and Export use (the newest): ``{"run": its run's
     number in the project, "created"}``; None before the first finished training."""
@@ -210,7 +254,9 @@ def active_classifier(store, project_id: int) -> dict | None:
     return {"run": number, "created": str(row.created)[:16]}
 
 
+@owned
 def run_history(store, project_id: int, run_id: int) -> list[dict]:
     """A run's stored per-step losses in the form studio.figures.loss_figure takes."""
+    require_row(store.get_run(run_id).project_id, project_id)
     keys = ("total", "rank_global", "rank_local", "order_global", "order_local")
     return [{"step": s["step"], "losses": {k: s.get(k) for k in keys}} for s in store.run_steps(run_id)]
