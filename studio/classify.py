@@ -13,6 +13,7 @@ import gradio as gr
 
 from engine import workflow as wf
 from studio import gallery
+from studio.common import visitor_of
 from studio.common import (Page, build_weights_panel, err, explain, md, ok, project_id,
                            wire_weights_panel)
 
@@ -29,7 +30,7 @@ def classify(ctx, state, paths, k: int = MAX_K):
         return None, err("Drop one or more images (or a zip of a folder) first.")
     try:
         res = wf.classify_uploads(ctx.store, pid, paths, ctx.tmp_dir(), k=int(k),
-                                  backbone_spec=ctx.settings.backbone_spec())
+                                  backbone_spec=ctx.settings.backbone_spec(), visitor=visitor_of(ctx, state))
     except Exception as exc:
         return None, explain(exc)
     msg = f"{res.scored} images scored" + (f", {res.failed} could not be read" if res.failed else "") + "."

@@ -82,6 +82,17 @@ def project_id(browser_state) -> int | None:
     return None
 
 
+def visitor_of(ctx, state) -> str | None:
+    """The visitor every project action is checked against in a shared studio
+    (``private_projects``; the id lives in the visitor's browser state): workflow refuses a
+    project that is not this visitor's. None on one's own machine: every project is open. A
+    request without a visitor id owns nothing ("")."""
+    if not ctx.settings.private_projects:
+        return None
+    visitor = (state or {}).get("visitor") if isinstance(state, dict) else None
+    return visitor if isinstance(visitor, str) else ""
+
+
 def session_of(request) -> str:
     return getattr(request, "session_hash", None) or "local"
 

@@ -9,7 +9,7 @@ import gradio as gr
 
 from engine import workflow as wf
 from studio import figures
-from studio.common import CancellableJob, Page, Worker, err, explain, md, md_list, ok, project_id
+from studio.common import CancellableJob, Page, Worker, err, explain, md, md_list, ok, project_id, visitor_of
 
 TITLE, TAB_ID = "7 Evaluate", "evaluate"
 METRIC_KEYS = ["mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"]
@@ -64,10 +64,10 @@ def evaluate(ctx, state, dataset, image_dir, cancel, uploads=None):
         if uploads:
             return wf.evaluate_uploads(ctx.store, pid, uploads, ctx.tmp_dir(),
                                        backbone_spec=ctx.settings.backbone_spec(),
-                                       on_progress=progress, should_stop=should_stop)
+                                       on_progress=progress, should_stop=should_stop, visitor=visitor_of(ctx, state))
         return wf.evaluate_project(ctx.store, pid, dataset.strip(), image_dir=(image_dir or "").strip() or None,
                                    backbone_spec=ctx.settings.backbone_spec(),
-                                   on_progress=progress, should_stop=should_stop)
+                                   on_progress=progress, should_stop=should_stop, visitor=visitor_of(ctx, state))
 
     for kind, payload in Worker(job, cancel):
         if kind == "item":

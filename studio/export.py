@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from engine import workflow as wf
-from studio.common import Page, err, explain, md, ok, project_id
+from studio.common import Page, err, explain, md, ok, project_id, visitor_of
 
 TITLE, TAB_ID = "8 Export", "export"
 
@@ -16,10 +16,10 @@ def export(ctx, state):
     if pid is None:
         return None, "", err("Open a project first.")
     try:
-        dest, snippet, clf = wf.export_classifier(ctx.store, pid, ctx.tmp_dir())
+        dest, snippet, clf = wf.export_classifier(ctx.store, pid, ctx.tmp_dir(), visitor=visitor_of(ctx, state))
     except Exception as exc:
         return None, "", explain(exc)
-    active = wf.active_classifier(ctx.store, pid)
+    active = wf.active_classifier(ctx.store, pid, visitor=visitor_of(ctx, state))
     return str(dest), snippet, ok(f"The classifier in use (run {active['run']} of this project): "
                                   f"{len(clf.categories)} categories, trained on {md(clf.model_name)}.")
 

@@ -9,7 +9,7 @@ import gradio as gr
 
 from engine import workflow as wf
 from studio import figures
-from studio.common import Page, err, explain, md, md_list, ok, project_id
+from studio.common import Page, err, explain, md, md_list, ok, project_id, visitor_of
 
 TITLE, TAB_ID = "4 Graph", "graph"
 MAX_CLIQUES_LISTED = 30
@@ -24,7 +24,7 @@ def draw(ctx, state, tau, focus=None):
     if pid is None:
         return figures.graph_figure([], []), "No project open."
     try:
-        g = wf.graph_data(ctx.store, pid, int(tau))
+        g = wf.graph_data(ctx.store, pid, int(tau), visitor=visitor_of(ctx, state))
     except Exception as exc:
         return figures.graph_figure([], []), explain(exc)
     focus = focus if focus in g["categories"] else None
@@ -49,7 +49,7 @@ def edit(ctx, state, a, b, action) -> str:
     if action != "clear" and (not a or not b or a == b):
         return err("Choose two different categories.")
     try:
-        wf.edit_edge(ctx.store, pid, a, b, action)
+        wf.edit_edge(ctx.store, pid, a, b, action, visitor=visitor_of(ctx, state))
     except Exception as exc:
         return explain(exc)
     return ok({"add": f"Added {md(a)} - {md(b)}.", "remove": f"Removed {md(a)} - {md(b)}.",
@@ -103,7 +103,7 @@ def outputs(w: dict) -> list:
 def refresh(ctx, state, w: dict) -> tuple:
     """Values of :func:`outputs` when the project changes (drawn at the slider's initial tau)."""
     pid = project_id(state)
-    cats = [] if pid is None else wf.project_info(ctx.store, pid)["categories"]
+    cats = [] if pid is None else wf.project_info(ctx.store, pid, visitor=visitor_of(ctx, state))["categories"]
     fig, text = draw(ctx, state, w["tau"].value)
     return (gr.update(choices=cats, value=None), gr.update(choices=cats, value=None),
             gr.update(choices=cats, value=None), fig, text, "")

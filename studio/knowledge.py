@@ -10,6 +10,7 @@ import dataclasses
 import gradio as gr
 
 from engine import workflow as wf
+from studio.common import visitor_of
 from studio.common import (CancellableJob, Page, Worker, err, explain, md, number_problems, ok, problems_text,
                            project_id)
 
@@ -106,9 +107,9 @@ def generate(ctx, state, spec, settings, cancel, category: str | None = None):
         progress = lambda d, t, q: emit((d, t, q))  # noqa: E731
         if category:
             return wf.regenerate_category(ctx.store, pid, category, spec, settings,
-                                          on_progress=progress, should_stop=should_stop)
+                                          on_progress=progress, should_stop=should_stop, visitor=visitor_of(ctx, state))
         return wf.generate_knowledge(ctx.store, pid, spec, settings,
-                                     on_progress=progress, should_stop=should_stop)
+                                     on_progress=progress, should_stop=should_stop, visitor=visitor_of(ctx, state))
 
     done = total = 0
     yield "Starting: loading the language model...", 0, 0
@@ -128,7 +129,7 @@ def generate(ctx, state, spec, settings, cancel, category: str | None = None):
 
 def category_choices(ctx, state) -> list[str]:
     pid = project_id(state)
-    return [] if pid is None else wf.project_info(ctx.store, pid)["categories"]
+    return [] if pid is None else wf.project_info(ctx.store, pid, visitor=visitor_of(ctx, state))["categories"]
 
 
 def category_details(ctx, state, category):
@@ -138,7 +139,7 @@ def category_details(ctx, state, category):
     pid = project_id(state)
     if pid is None or not category:
         return gr.update(choices=[], value=[]), "", "", "", ""
-    d = wf.category_details(ctx.store, pid, category)
+    d = wf.category_details(ctx.store, pid, category, visitor=visitor_of(ctx, state))
     texts = [a["text"] for a in d["attributes"]]
     kept = [a["text"] for a in d["attributes"] if a["kept"]]
     return (gr.update(choices=texts, value=kept), "", ", ".join(d["synonyms"]),
@@ -153,8 +154,8 @@ def prompt_in_use(ctx, state, category) -> str:
     cats = category_choices(ctx, state)
     if category not in cats:
         return ""
-    prompt = wf.handcrafted_prompts(ctx.store, pid)[cats.index(category)]
-    own = wf.category_details(ctx.store, pid, category)["prompt"]
+    prompt = wf.handcrafted_prompts(ctx.store, pid, visitor=visitor_of(ctx, state))[cats.index(category)]
+    own = wf.category_details(ctx.store, pid, category, visitor=visitor_of(ctx, state))["prompt"]
     return f"Prompt in use: {md(prompt)}" + ("" if own else " (the default template; type one above to replace it)")
 
 
@@ -165,7 +166,7 @@ def save_category(ctx, state, category, new_attributes, kept, synonyms, super_, 
     pid = project_id(state)
     if pid is None or not category:
         return err("Open a project and choose a category first.")
-    old = [a["text"] for a in wf.category_details(ctx.store, pid, category)["attributes"]]
+    old = [a["text"] for a in wf.category_details(ctx.store, pid, category, visitor=visitor_of(ctx, state))["attributes"]]
     kept = set(kept or [])
     attrs = [{"text": text, "kept": text in kept} for text in old]
     seen = {text.casefold() for text in old}
@@ -177,7 +178,7 @@ def save_category(ctx, state, category, new_attributes, kept, synonyms, super_, 
     syns = [x.strip() for x in (synonyms or "").replace("\n", ",").split(",") if x.strip()]
     try:
         wf.update_category(ctx.store, pid, category, attributes=attrs, synonyms=syns,
-                           super_=(super_ or "").strip() or None, prompt=(prompt or "").strip() or None)
+                           super_=(super_ or "").strip() or None, prompt=(prompt or "").strip() or None, visitor=visitor_of(ctx, state))
     except Exception as exc:
         return explain(exc)
     return ok(f"Saved **{md(category)}**.")

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine import workflow as wf
-from studio.common import Page, err, explain, md, md_list, ok, project_id
+from studio.common import Page, err, explain, md, md_list, ok, project_id, visitor_of
 
 TITLE, TAB_ID = "1 Projects", "projects"
 OWN = "My own vocabulary"
@@ -19,16 +19,9 @@ def source_choices() -> list[tuple[str, str]]:
 
 # ---- handlers (plain functions: tested without a browser) -------------------------------------
 
-def owner_of(ctx, state) -> str | None:
-    """The visitor id projects are filtered by (None: everyone sees every project)."""
-    if not ctx.settings.private_projects:
-        return None
-    return (state or {}).get("visitor") or "anonymous"
-
-
 def project_choices(ctx, state) -> list[tuple[str, int]]:
     return [(f"{p['name']} ({p['n_categories']} categories)", p["id"])
-            for p in wf.list_projects(ctx.store, owner=owner_of(ctx, state))]
+            for p in wf.list_projects(ctx.store, owner=visitor_of(ctx, state))]
 
 
 def create(ctx, state, source: str, name: str, vocabulary: str):
@@ -40,12 +33,12 @@ def create(ctx, state, source: str, name: str, vocabulary: str):
             pid = wf.create_project(ctx.store, (name or "").strip() or preset_name, preset=source)
         else:
             pid = wf.create_project(ctx.store, name, vocabulary)
-        if owner_of(ctx, state):
-            wf.set_owner(ctx.store, pid, owner_of(ctx, state))
+        if visitor_of(ctx, state):
+            wf.set_owner(ctx.store, pid, visitor_of(ctx, state))
     except Exception as exc:  # engine errors carry the explanation
         return state, explain(exc)
     state["project"] = pid
-    info = wf.project_info(ctx.store, pid)
+    info = wf.project_info(ctx.store, pid, visitor=visitor_of(ctx, state))
     return state, ok(f"Created project **{md(info['name'])}** with {info['n_categories']} categories.")
 
 
@@ -60,7 +53,7 @@ def summary(ctx, state) -> str:
     if pid is None:
         return "No project open. Create one or pick one above."
     try:
-        info = wf.project_info(ctx.store, pid)
+        info = wf.project_info(ctx.store, pid, visitor=visitor_of(ctx, state))
     except Exception as exc:
         return explain(exc)
     cats = md_list(info["categories"], 40)
@@ -74,7 +67,7 @@ def rename(ctx, state, new_name: str) -> str:
     if pid is None:
         return err("Open a project first.")
     try:
-        wf.rename_project(ctx.store, pid, new_name)
+        wf.rename_project(ctx.store, pid, new_name, visitor=visitor_of(ctx, state))
     except Exception as exc:
         return explain(exc)
     return ok(f"Renamed to **{md(new_name.strip())}**.")
@@ -86,8 +79,8 @@ def delete(ctx, state):
     if pid is None:
         return state, err("Open a project first.")
     try:
-        name = wf.project_info(ctx.store, pid)["name"]
-        wf.delete_project(ctx.store, pid)
+        name = wf.project_info(ctx.store, pid, visitor=visitor_of(ctx, state))["name"]
+        wf.delete_project(ctx.store, pid, visitor=visitor_of(ctx, state))
     except Exception as exc:
         return state, explain(exc)
     state["project"] = None
@@ -100,9 +93,9 @@ def export(ctx, state):
     if pid is None:
         return None, err("Open a project first.")
     try:
-        name = wf.project_info(ctx.store, pid)["name"]
+        name = wf.project_info(ctx.store, pid, visitor=visitor_of(ctx, state))["name"]
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60] or "project"
-        path = wf.export_project(ctx.store, pid, ctx.tmp_dir() / f"{safe}.ifs.zip")
+        path = wf.export_project(ctx.store, pid, ctx.tmp_dir() / f"{safe}.ifs.zip", visitor=visitor_of(ctx, state))
     except Exception as exc:
         return None, explain(exc)
     return str(path), ok(f"Exported to {md(Path(path).name)}.")
@@ -114,12 +107,12 @@ def import_(ctx, state, file_path):
         return state, err("Choose an exported project file first.")
     try:
         pid = wf.import_project(ctx.store, file_path)
-        if owner_of(ctx, state):
-            wf.set_owner(ctx.store, pid, owner_of(ctx, state))
+        if visitor_of(ctx, state):
+            wf.set_owner(ctx.store, pid, visitor_of(ctx, state))
     except Exception as exc:
         return state, explain(exc)
     state["project"] = pid
-    return state, ok(f"Imported **{md(wf.project_info(ctx.store, pid)['name'])}**.")
+    return state, ok(f"Imported **{md(wf.project_info(ctx.store, pid, visitor=visitor_of(ctx, state))['name'])}**.")
 
 
 # ---- widgets and events ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from engine import workflow as wf
-from studio.common import Page, err, explain, md, ok, project_id
+from studio.common import Page, err, explain, md, ok, project_id, visitor_of
 
 TITLE, TAB_ID = "3 Sentences", "sentences"
 HEADERS = ["id", "text", "labels", "source", "enabled", "rejected", "why labelled"]
@@ -24,11 +24,11 @@ def table(ctx, state, category=None, source=None, search="", include_disabled=Tr
     if pid is None:
         return [], "No project open."
     rows = wf.list_sentences(ctx.store, pid, category=category or None, source=source or None,
-                             search=search or "", include_disabled=include_disabled)
+                             search=search or "", include_disabled=include_disabled, visitor=visitor_of(ctx, state))
     out = [[r["id"], r["text"], ", ".join(r["labels"]), r["source"], bool(r["enabled"]), r["rejected"] or "",
             "; ".join(f"{k}: {v}" for k, v in r["evidence"].items())] for r in rows[:PAGE]]
     more = f" (first {PAGE} shown)" if len(rows) > PAGE else ""
-    gate = wf.rejection_counts(ctx.store, pid)
+    gate = wf.rejection_counts(ctx.store, pid, visitor=visitor_of(ctx, state))
     rejected = (" Rejected by the quality gate (disabled, restorable): "
                 + ", ".join(f"{k} {v}" for k, v in gate.items()) + ".") if gate else ""
     return out, (f"{len(rows)} sentences match{more}, disabled ones included. The counts per "
@@ -41,7 +41,7 @@ def counts(ctx, state):
     pid = project_id(state)
     if pid is None:
         return []
-    c = wf.sentence_counts(ctx.store, pid)
+    c = wf.sentence_counts(ctx.store, pid, visitor=visitor_of(ctx, state))
     return sorted(([k, v] for k, v in c.items()), key=lambda r: (r[1], r[0]))
 
 
@@ -58,8 +58,8 @@ def filters(ctx, state):
     pid = project_id(state)
     if pid is None:
         return [], []
-    info = wf.project_info(ctx.store, pid)
-    return [""] + info["categories"], [""] + wf.sentence_sources(ctx.store, pid)
+    info = wf.project_info(ctx.store, pid, visitor=visitor_of(ctx, state))
+    return [""] + info["categories"], [""] + wf.sentence_sources(ctx.store, pid, visitor=visitor_of(ctx, state))
 
 
 def pick(rows, evt_index):
@@ -78,7 +78,7 @@ def save(ctx, state, sid, text, labels, enabled) -> str:
         return err("Pick a sentence in the table first.")
     labs = [x.strip() for x in (labels or "").split(",") if x.strip()]
     try:
-        wf.update_sentence(ctx.store, pid, int(sid), text=text, labels=labs, enabled=bool(enabled))
+        wf.update_sentence(ctx.store, pid, int(sid), text=text, labels=labs, enabled=bool(enabled), visitor=visitor_of(ctx, state))
     except Exception as exc:
         return explain(exc)
     return ok(f"Saved sentence {int(sid)}.")
@@ -89,7 +89,7 @@ def delete(ctx, state, sid) -> str:
     if pid is None or sid in (None, ""):
         return err("Pick a sentence in the table first.")
     try:
-        wf.delete_sentence(ctx.store, pid, int(sid))
+        wf.delete_sentence(ctx.store, pid, int(sid), visitor=visitor_of(ctx, state))
     except Exception as exc:
         return explain(exc)
     return ok(f"Deleted sentence {int(sid)}.")

@@ -11,6 +11,7 @@ import gradio as gr
 
 from engine import workflow as wf
 from studio import figures
+from studio.common import visitor_of
 from studio.common import (CancellableJob, Page, Worker, build_weights_panel, err, explain, number_problems, ok,
                            problems_text, project_id, wire_weights_panel)
 
@@ -95,7 +96,7 @@ def run(ctx, state, config, cancel):
             seen.append(step_dict(info))
             emit(list(seen))  # the page may skip some updates; each carries every step so far
 
-        return wf.train_project(ctx.store, pid, spec, config, on_step=on_step, should_stop=should_stop)
+        return wf.train_project(ctx.store, pid, spec, config, on_step=on_step, should_stop=should_stop, visitor=visitor_of(ctx, state))
 
     history: list[dict] = []
     yield "Loading CLIP and encoding the sentences...", history
@@ -108,7 +109,7 @@ def run(ctx, state, config, cancel):
             if payload.cancelled:
                 yield ok(f"Cancelled after {len(history)} steps; nothing was saved as a classifier."), history
             else:
-                number = wf.run_number(ctx.store, pid, payload.run_id)
+                number = wf.run_number(ctx.store, pid, payload.run_id, visitor=visitor_of(ctx, state))
                 yield ok(f"Trained in {_fmt_s(payload.elapsed_s)}: run {number} of this project; its "
                          f"classifier is now the one in use."), history
         else:
@@ -124,14 +125,14 @@ def past_runs(ctx, state) -> list[list]:
     if pid is None:
         return []
     return [[r["number"], r["status"], r["created"], r["steps"], r["final_loss"], r["elapsed"], r["config"],
-             "yes" if r["in_use"] else ""] for r in wf.list_runs(ctx.store, pid)]
+             "yes" if r["in_use"] else ""] for r in wf.list_runs(ctx.store, pid, visitor=visitor_of(ctx, state))]
 
 
 def active_text(ctx, state) -> str:
     pid = project_id(state)
     if pid is None:
         return ""
-    active = wf.active_classifier(ctx.store, pid)
+    active = wf.active_classifier(ctx.store, pid, visitor=visitor_of(ctx, state))
     if active is None:
         return "Classifier in use: none yet (start a training below)."
     return (f"Classifier in use: **run {active['run']}** of this project (trained {active['created']}); "
@@ -143,10 +144,10 @@ def run_curve(ctx, state, number):
     pid = project_id(state)
     if pid is None or number in (None, ""):
         return figures.loss_figure([])
-    runs = {r["number"]: r["id"] for r in wf.list_runs(ctx.store, pid)}
+    runs = {r["number"]: r["id"] for r in wf.list_runs(ctx.store, pid, visitor=visitor_of(ctx, state))}
     if int(number) not in runs:
         return figures.loss_figure([])
-    return figures.loss_figure(wf.run_history(ctx.store, pid, runs[int(number)]),
+    return figures.loss_figure(wf.run_history(ctx.store, pid, runs[int(number)], visitor=visitor_of(ctx, state)),
                                title=f"Run {int(number)}")
 
 

@@ -32,8 +32,9 @@ import importlib
 
 from engine.datasets import DatasetError, LabelledSet, LoaderSettings, list_images
 from engine.errors import EngineError
-from engine.workflow.base import (DEFAULT_HANDCRAFTED, SETTINGS, VocabularyError, WorkflowError, WorkflowSettings,
-                                  default_store_path, get_category, open_store, project_dir)
+from engine.workflow.base import (DEFAULT_HANDCRAFTED, SETTINGS, NotYoursError, VocabularyError, WorkflowError,
+                                  WorkflowSettings, default_store_path, get_category, open_store, project_dir,
+                                  require_owner)
 from engine.workflow.evaluate import evaluate_project, format_metrics_table, score_labelled_set
 from engine.workflow.export import CLASSIFIER_SNIPPET, export_classifier, export_project, import_project
 from engine.workflow.graph import GraphView, edit_edge, graph_data, project_structure, recompute_graph
@@ -48,8 +49,9 @@ from engine.workflow.projects import (create_project, delete_project, find_proje
 from engine.workflow.scoring import latest_classifier, project_backbone_spec, project_classifiers, stream_scores
 from engine.workflow.sentences import (delete_sentence, list_sentences, rejection_counts, restore_sentences,
                                        sentence_counts, sentence_sources, update_sentence)
-from engine.workflow.training import (TrainOutcome, active_classifier, handcrafted_prompts, list_runs, run_history,
-                                      run_number, spec_from_dict, spec_to_dict, train_project, training_corpus)
+from engine.workflow.training import (TrainOutcome, active_classifier, claim_run, handcrafted_prompts, list_runs,
+                                      run_history, run_is_dead, run_number, spec_from_dict, spec_to_dict,
+                                      train_project, training_corpus)
 from engine.workflow.uploads import ClassifiedUploads, classify_uploads, evaluate_uploads
 from engine.workflow.vocabularies import borrow_source, project_vocabulary, reproduce_paper, training_vocabulary
 
@@ -78,7 +80,8 @@ def __dir__():
 
 __all__ = [
     # errors and settings
-    "EngineError", "VocabularyError", "WorkflowError", "DatasetError", "WorkflowSettings", "SETTINGS",
+    "EngineError", "VocabularyError", "WorkflowError", "NotYoursError", "DatasetError", "WorkflowSettings", "SETTINGS",
+    "require_owner",
     "DEFAULT_HANDCRAFTED", *_LAZY,
     # store
     "open_store", "default_store_path", "project_dir",
@@ -93,8 +96,8 @@ __all__ = [
     # graph
     "GraphView", "recompute_graph", "graph_data", "edit_edge", "project_structure",
     # training
-    "TrainOutcome", "train_project", "training_corpus", "handcrafted_prompts", "spec_to_dict", "spec_from_dict",
-    "list_runs", "run_history", "run_number", "active_classifier",
+    "TrainOutcome", "train_project", "claim_run", "run_is_dead", "training_corpus", "handcrafted_prompts",
+    "spec_to_dict", "spec_from_dict", "list_runs", "run_history", "run_number", "active_classifier",
     # vocabularies beyond one project, the paper's table
     "project_vocabulary", "borrow_source", "training_vocabulary", "reproduce_paper",
     # scoring, predict, evaluate

@@ -1,7 +1,9 @@
 """What every workflow module shares: the errors a user can fix, the limits and defaults of
-project actions, and opening the project database."""
+project actions, opening the project database, and who may act on a project (:func:`owned`)."""
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +57,62 @@ def open_store(path: str | Path | None = None):
     return Store(path)
 
 
+# -- who may act on a project ----------------------------------------------------------------------
+# In a shared studio (``private_projects``) every project belongs to the visitor that made or
+# imported it; every project action takes that visitor (``visitor=``, added by :func:`owned`) and
+# refuses a project it does not own, whatever id the request names. ``visitor=None`` (the command
+# line, a studio on one's own machine) checks nothing.
+
+class NotYoursError(WorkflowError):
+    """A project (or a row of one) that is not the visitor's, or that does not exist."""
+
+
+def require_owner(store, project_id, visitor: str | None) -> None:
+    """Raise :class:`NotYoursError` unless ``visitor`` is None or owns ``project_id`` (a project
+    that does not exist gives the same answer: an id reveals nothing)."""
+    if visitor is None:
+        return
+    from engine.storage import NotFoundError
+
+    try:
+        owner = (store.get_project(int(project_id)).settings or {}).get("owner")
+    except (NotFoundError, TypeError, ValueError):
+        owner = None
+    if owner is None or owner != visitor:
+        raise NotYoursError(f"Project {project_id} is not one of your projects; open one of yours.")
+
+
+def require_row(row_project_id: int, project_id: int) -> None:
+    """A row named by id (a sentence, a run) must belong to the project the action is on."""
+    if int(row_project_id) != int(project_id):
+        raise NotYoursError(f"That row is not one of project {project_id}'s; it is not one of your projects.")
+
+
+def owned(action):
+    """Give ``action(store, project_id, ...)`` a keyword ``visitor``, checked before it runs."""
+    sig = inspect.signature(action)
+    if list(sig.parameters)[:2] != ["store", "project_id"]:
+        raise TypeError(f"{action.__name__} does not take (store, project_id, ...)")
+
+    @functools.wraps(action)
+    def checked(store, project_id, *args, visitor: str | None = None, **kwargs):
+        require_owner(store, project_id, visitor)
+        return action(store, project_id, *args, **kwargs)
+
+    params = list(sig.parameters.values())
+    at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
+    params.insert(at, inspect.Parameter("visitor", inspect.Parameter.KEYWORD_ONLY, default=None))
+    checked.__signature__ = sig.replace(parameters=params)
+    return checked
+
+
+@owned
 def project_dir(store, project_id: int) -> Path:
-    """Folder for a project's files (classifiers, checkpoints): ``<db folder>/projects/<id>``."""
+    """Folder for a project's files (classifiers, checkpoints): ``<database file>.files/<id>``."""
     return store.project_folder(project_id)
 
+
+@owned
 def get_category(store, project_id: int, name: str):
     """The category row called ``name`` (raises WorkflowError when the project has none)."""
     c = store.find_category(project_id, name)

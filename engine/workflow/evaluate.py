@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.datasets import LabelledSet, LoaderSettings, read_labelled_set, require_images
-from engine.workflow.base import WorkflowError
+from engine.workflow.base import WorkflowError, owned
 from engine.workflow.confidence import fit_calibrations
 from engine.workflow.scoring import latest_classifier, project_backbone_spec, project_classifiers, stream_scores
 
@@ -33,6 +33,7 @@ def score_labelled_set(backbone, classifiers: dict, data: LabelledSet, loader: L
             kept, failures)
 
 
+@owned
 def evaluate_project(store, project_id: int, dataset: str | Path | LabelledSet, image_dir=None,
                      backbone_spec=None, k: int = 3, loader: LoaderSettings | None = None,
                      on_progress: Callable | None = None, should_stop: Callable | None = None,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from engine.workflow.base import WorkflowError
+from engine.workflow.base import WorkflowError, owned
 from engine.workflow.projects import project_info
 from engine.workflow.scoring import latest_classifier
 
 
+@owned
 def export_project(store, project_id: int, path: str | Path) -> Path:
     """Write the project (rows + classifier files) to one archive at ``path``."""
     path = Path(path)
@@ -36,6 +37,7 @@ print(top_k(scores[0], clf.categories, k=3))
 '''
 
 
+@owned
 def export_classifier(store, project_id: int, folder: str | Path):
     """Copy the project's newest classifier into ``folder``, named after the project, and write the
     Python snippet that uses it. -> (file path, snippet, Classifier); WorkflowError when the

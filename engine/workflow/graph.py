@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.workflow.base import SETTINGS, WorkflowError
+from engine.workflow.base import SETTINGS, WorkflowError, owned
 
 MAX_TAU = 1_000_000_000  # a co-occurrence count no project reaches; beyond it a typo
 
@@ -20,6 +20,7 @@ class GraphView:
     tau: int
 
 
+@owned
 def recompute_graph(store, project_id: int, tau: int | None = None) -> GraphView:
     """Weights from the enabled sentences' labels, edges where weight >= tau, the user's added and
     removed edges re-applied, maximal cliques stored (METHOD.md section 2)."""
@@ -38,6 +39,7 @@ def recompute_graph(store, project_id: int, tau: int | None = None) -> GraphView
     return GraphView(weights, graph, cliques, tau)
 
 
+@owned
 def graph_data(store, project_id: int, tau=None) -> dict:
     """Recompute the graph at ``tau`` and return plain data for drawing it."""
     g = recompute_graph(store, project_id, tau)
@@ -49,6 +51,7 @@ def graph_data(store, project_id: int, tau=None) -> dict:
             "removed": [tuple(p) for p in removed]}
 
 
+@owned
 def edit_edge(store, project_id: int, a: str, b: str, action: str) -> None:
     """``action``: "add" or "remove" an edge (kept apart from computed edges), or "clear" every
     edit."""
@@ -62,6 +65,7 @@ def edit_edge(store, project_id: int, a: str, b: str, action: str) -> None:
     store.set_edge_edit(project_id, a, b, action)
 
 
+@owned
 def project_structure(store, project_id: int):
     """The :class:`engine.prompts.PromptStructure` of a project: categories, super-categories and
     the stored cliques."""

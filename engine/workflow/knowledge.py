@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from engine.workflow.base import SETTINGS, get_category
+from engine.workflow.base import SETTINGS, get_category, owned
 from engine.workflow.graph import recompute_graph
 
 
+@owned
 def generate_knowledge(store, project_id: int, llm_spec=None, settings=None,
                        on_progress: Callable | None = None, should_stop: Callable | None = None,
                        tau: int | None = None):
@@ -20,6 +21,7 @@ def generate_knowledge(store, project_id: int, llm_spec=None, settings=None,
     return _ask_and_store(store, project_id, llm_spec, settings, on_progress, should_stop, tau=tau)
 
 
+@owned
 def regenerate_category(store, project_id: int, name: str, llm_spec=None, settings=None,
                         on_progress: Callable | None = None, should_stop: Callable | None = None):
     """Ask the questions about one category again with a fresh seed (knowledge.Regenerate);
@@ -56,6 +58,7 @@ def _ask_and_store(store, project_id: int, llm_spec, settings, on_progress, shou
     return knowledge
 
 
+@owned
 def store_knowledge(store, project_id: int, k: dict) -> None:
     """Write a knowledge dict (presets.knowledge_to_dict form) into the project."""
     cats = {c.name: c for c in store.list_categories(project_id)}
@@ -98,6 +101,7 @@ def store_knowledge(store, project_id: int, k: dict) -> None:
     store.replace_sentences(project_id, rows)
 
 
+@owned
 def category_details(store, project_id: int, name: str) -> dict:
     """Attributes (text, kept), synonyms, super-category and hand-crafted prompt of one category."""
     c = get_category(store, project_id, name)
@@ -107,6 +111,7 @@ def category_details(store, project_id: int, name: str) -> dict:
             "prompt": c.prompt, "suggested_synonyms": [x for x in suggested if x not in (c.synonyms or [])]}
 
 
+@owned
 def update_category(store, project_id: int, name: str, attributes=None, synonyms=None,
                     super_=None, prompt=None) -> None:
     """Write the person's edits of one category; attributes replace that category's list (marked

@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 from engine.batch_scoring import error_row, predict_rows
 from engine.datasets import LoaderSettings, list_images
-from engine.workflow.base import WorkflowError
+from engine.workflow.base import WorkflowError, owned
 from engine.workflow.predict_output import csv_header, done_files, file_key
 from engine.workflow.scoring import project_backbone_spec, project_classifiers, stream_scores
 
@@ -118,6 +118,7 @@ def predict_with(backbone, classifiers: dict, categories: list[str], inputs: Ite
     return summary
 
 
+@owned
 def predict_files(store, project_id: int, inputs: Iterable[str | Path], output: str | Path | None = None,
                   fmt: str | None = None, backbone_spec=None, top_k: int = 3,
                   loader: LoaderSettings | None = None, include_baseline: bool = True,

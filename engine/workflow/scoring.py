@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from engine.datasets import LoaderSettings
-from engine.workflow.base import WorkflowError
+from engine.workflow.base import WorkflowError, owned
 from engine.workflow.training import handcrafted_prompts, spec_from_dict
 
 
+@owned
 def latest_classifier(store, project_id: int):
     """``(classifier_row, Classifier)`` of the project's newest classifier, or ``(None, None)``."""
     from engine.classifier import Classifier
@@ -21,6 +22,7 @@ def latest_classifier(store, project_id: int):
     return row, Classifier.load(row.path)
 
 
+@owned
 def project_backbone_spec(store, project_id: int, override=None):
     """The backbone to use: ``override`` when given, else the one the latest classifier was
     trained with, else the default :class:`BackboneSpec`."""
@@ -34,6 +36,7 @@ def project_backbone_spec(store, project_id: int, override=None):
     return BackboneSpec()
 
 
+@owned
 def project_classifiers(store, project_id: int, backbone, include_tuned: bool = True):
     """``{"tuned": Classifier?, "handcrafted": Classifier}`` for scoring one image pass twice."""
     from engine.classifier import Classifier

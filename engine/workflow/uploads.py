@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from engine.uploads import expand_image_uploads, labelled_set_from_uploads
+from engine.workflow.base import owned
 from engine.workflow.confidence import confidence_note, image_cards, project_calibrations
 from engine.workflow.evaluate import evaluate_project
 from engine.workflow.predict import predict_files
@@ -26,6 +27,7 @@ class ClassifiedUploads:
     note: str = ""
 
 
+@owned
 def classify_uploads(store, project_id: int, paths: Sequence, workdir: str | Path, k: int = 3,
                      backbone_spec=None, kinds=("tuned", "handcrafted")) -> ClassifiedUploads:
     """Score uploaded images and zips (a refused zip member is reported, the rest scored) with the
@@ -49,6 +51,7 @@ def classify_uploads(store, project_id: int, paths: Sequence, workdir: str | Pat
                              confidence_note(calibrations, kinds[0] if kinds else "handcrafted"))
 
 
+@owned
 def evaluate_uploads(store, project_id: int, paths: Sequence, workdir: str | Path, backbone_spec=None,
                      k: int = 3, on_progress: Callable | None = None, should_stop: Callable | None = None) -> dict:
     """:func:`evaluate_project` on an uploaded labelled set: one zip, or a CSV/TSV (or COCO JSON)

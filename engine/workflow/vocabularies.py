@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-from engine.workflow.base import SETTINGS, WorkflowError
+from engine.workflow.base import SETTINGS, WorkflowError, owned
 from engine.workflow.projects import find_project
 from engine.workflow.training import handcrafted_prompts, training_corpus
 
 
+@owned
 def project_vocabulary(store, project_id: int):
     """The project's categories, super-categories, hand-crafted prompts, synonyms and enabled sentences."""
     from engine.vocabulary import Vocabulary
@@ -42,6 +43,7 @@ def borrow_source(store, ref: str):
     return project_vocabulary(store, find_project(store, ref))
 
 
+@owned
 def training_vocabulary(store, project_id: int, borrow_from: Sequence[str] = ()):
     """(the project's vocabulary, the training vocabulary: it grown by every ``borrow_from`` source)."""
     from engine.vocabulary import borrow
