@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from engine.calibration import Calibration, fit_calibration, label_chips
 from engine.thumbnails import thumbnail_uri
+from engine.workflow.base import owned
 
 
 def fit_calibrations(scores: dict, targets, categories: list[str], source: str) -> dict:
@@ -28,6 +29,7 @@ def fit_calibrations(scores: dict, targets, categories: list[str], source: str) 
     return out
 
 
+@owned
 def project_calibrations(store, project_id: int) -> dict[str, Calibration]:
     """The calibrations that apply to the project's classifiers now (see the module doc)."""
     classifiers = store.list_classifiers(project_id)
