@@ -165,12 +165,13 @@ ACTIONS = {
     "generate knowledge": ("gen-knowledge", "click", {}),
     "show sentences": ("sent-show", "click", {}),
     "edit sentence": ("sent-save", "click", "sentence"),
-    "delete sentence": ("sent-delete", "click", "sentence"),
-    "draw graph": ("graph-tau", "release", {}),
+    "delete sentence": ("sent-delete-yes", "click", "sentence"),
+    "draw graph": ("graph-tau", "change", {}),
     "clear edge edits": ("Clear my edits", "click", {}),
     "train": ("train-start", "click", {}),
     "classify": ("classify-run", "click", "image"),
-    "evaluate": ("eval-run", "click", "labelled set"),
+    "evaluate (uploads)": ("eval-run", "click", "uploaded set"),
+    "evaluate (server path)": ("eval-run-path", "click", "labelled set"),
     "export classifier": ("export-run", "click", {}),
 }
 
@@ -191,6 +192,10 @@ def test_another_visitors_project_is_refused(app, victim, action):
             overrides.update({2: "overwritten", 3: [], 4: False})
     elif extra == "image":
         overrides = {1: [a.upload(_image(tmp), session)]}
+    elif extra == "uploaded set":
+        csv_path = tmp / "labels.csv"
+        csv_path.write_text(f"probe.jpg,{SECRET_CATEGORY}\n")
+        overrides = {1: [a.upload(csv_path, session), a.upload(_image(tmp), session)]}
     elif extra == "labelled set":
         csv_path = tmp / "labels.csv"
         csv_path.write_text(f"probe.jpg,{SECRET_CATEGORY}\n")
