@@ -130,34 +130,16 @@ def train_project(store, project_id: int, backbone_spec=None, train_config=None,
 
         config = dataclasses.replace(config, feature_cache_dir=str(folder / "features"))
     ckpt = folder / f"run{run_id}.ckpt"
-    buffer: list[dict] = []
+    steps = _StepRecorder(store, run_id, on_step)
     t0 = time.time()
-
-    first_step = [True]
-
-    def step_cb(info):
-        if first_step[0]:  # steps recorded after the checkpoint this run resumes from are redone
-            first_step[0] = False
-            store.delete_run_steps(run_id, after_step=info.step - 1)
-        buffer.append({"step": info.step, "epoch": info.epoch, "lr": info.lr,
-                       "elapsed_s": info.elapsed_s, **{k: float(v) for k, v in info.losses.items()}})
-        if len(buffer) >= SETTINGS.loss_flush_steps:
-            store.add_run_steps(run_id, list(buffer))
-            store.renew_run_lease(run_id, current_lease())  # the heartbeat
-            buffer.clear()
-        if on_step is not None:
-            on_step(info)
-
     try:
-        result = train(backbone, structure, handcrafted, corpus, config, on_step=step_cb,
+        result = train(backbone, structure, handcrafted, corpus, config, on_step=steps,
                        should_stop=should_stop, checkpoint_path=ckpt)
     except BaseException:
-        if buffer:
-            store.add_run_steps(run_id, buffer)
+        steps.flush()
         store.finish_run(run_id, "failed", time.time() - t0)
         raise
-    if buffer:
-        store.add_run_steps(run_id, buffer)
+    steps.flush()
     elapsed = time.time() - t0
     if result.cancelled:
         store.finish_run(run_id, "cancelled", elapsed)
@@ -188,6 +170,34 @@ def run_number(store, project_id: int, run_id: int) -> int:
     if run_id not in ids:
         raise WorkflowError(f"Run {run_id} is not a run of this project.")
     return ids.index(run_id) + 1
+
+
+class _StepRecorder:
+    """``on_step`` of a training run: per-step losses buffered and written every
+    ``loss_flush_steps`` steps with a heartbeat of the run's lease; the first step of a process
+    drops the steps recorded after the checkpoint it resumed from (they are redone)."""
+
+    def __init__(self, store, run_id: int, on_step: Callable | None):
+        self.store, self.run_id, self.on_step = store, run_id, on_step
+        self.buffer: list[dict] = []
+        self.first = True
+
+    def __call__(self, info) -> None:
+        if self.first:
+            self.first = False
+            self.store.delete_run_steps(self.run_id, after_step=info.step - 1)
+        self.buffer.append({"step": info.step, "epoch": info.epoch, "lr": info.lr, "elapsed_s": info.elapsed_s,
+                            **{k: float(v) for k, v in info.losses.items()}})
+        if len(self.buffer) >= SETTINGS.loss_flush_steps:
+            self.flush()
+            self.store.renew_run_lease(self.run_id, current_lease())  # the heartbeat
+        if self.on_step is not None:
+            self.on_step(info)
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.store.add_run_steps(self.run_id, list(self.buffer))
+            self.buffer.clear()
 
 
 def run_is_dead(run) -> bool:
