@@ -368,7 +368,8 @@ def test_replay_backend_chosen_from_env():
     s = StudioSettings.from_env({"IFS_DB": "/tmp/a.db", "IFS_LLM": "replay", "IFS_LLM_REPLAY": "/tmp/rec.json",
                                  "IFS_LLM_PATH": "/tmp/model.gguf"})
     spec = s.llm_spec()
-    assert (spec.kind, spec.path, spec.name) == ("replay", "/tmp/rec.json", "smollm2")
+    # the name is the live model a recording run asks: the studio's bundled default
+    assert (spec.kind, spec.path, spec.name) == ("replay", "/tmp/rec.json", "qwen1.5b")
     assert s.llm_spec(kind="gguf").path == "/tmp/model.gguf"  # the GGUF path stays the GGUF kind's
 
 
