@@ -94,6 +94,10 @@ class StudioSettings:
 
         kind = kind or self.llm_kind
         default_path = self.llm_replay if kind == "replay" else self.llm_path
+        if self.private_projects:
+            # a shared studio: a visitor never points the server at a file of its disk or at
+            # another host; the GGUF file and the endpoint are the ones the operator configured
+            path, base_url = None, None
         return LLMSpec(kind=kind, name=name or self.llm_name,
                        path=path or default_path, base_url=base_url or self.llm_base_url,
                        model=model or self.llm_model)

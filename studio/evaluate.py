@@ -58,6 +58,9 @@ def evaluate(ctx, state, dataset, image_dir, cancel, uploads=None):
     if not uploads and not (dataset or "").strip():
         yield err("Upload a labelled set (one zip, or a CSV/TSV with its images) first."), [], None
         return
+    if not uploads and ctx.settings.private_projects:
+        yield err("This shared studio reads no paths on its server: upload the labelled set instead."), [], None
+        return
 
     def job(emit, should_stop):
         progress = lambda d, t: emit((d, t))  # noqa: E731
@@ -86,7 +89,8 @@ def build(ctx) -> dict:
         w["run"] = gr.Button("Evaluate", variant="primary", elem_id="eval-run")
         w["cancel"] = gr.Button("Cancel", variant="stop", elem_id="eval-cancel")
     w["msg"] = gr.Markdown(elem_id="eval-msg")
-    with gr.Accordion("On this machine: a labelled set by its path", open=False):
+    with gr.Accordion("On this machine: a labelled set by its path", open=False,
+                      visible=not ctx.settings.private_projects):
         with gr.Row():
             w["dataset"] = gr.Textbox(label="VOC folder, COCO instances JSON, or CSV/TSV of filename,labels",
                                       scale=3, elem_id="eval-dataset")

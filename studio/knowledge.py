@@ -193,8 +193,11 @@ def build(ctx) -> dict:
         replay = [("Recorded answers (replay)", "replay")] if s.llm_kind == "replay" else []
         w["llm_kind"] = gr.Radio(LLM_KINDS + replay, value=s.llm_kind, label="LLM", elem_id="llm-kind")
         w["llm_name"] = gr.Dropdown(BUNDLED, value=s.llm_name, label="Bundled model")
-        w["llm_path"] = gr.Textbox(value=s.llm_path or "", label="GGUF file path")
-        w["llm_url"] = gr.Textbox(value=s.llm_base_url or "", label="Endpoint base URL")
+        # a shared studio takes no server path or endpoint from its visitors (StudioSettings.llm_spec)
+        w["llm_path"] = gr.Textbox(value=s.llm_path or "", label="GGUF file path",
+                                   interactive=not s.private_projects)
+        w["llm_url"] = gr.Textbox(value=s.llm_base_url or "", label="Endpoint base URL",
+                                  interactive=not s.private_projects)
         w["llm_model"] = gr.Textbox(value=s.llm_model or "", label="Endpoint model name")
     w["fields"] = {}
     counts, limits, templates = settings_fields()

@@ -205,7 +205,9 @@ def test_another_visitors_project_is_refused(app, victim, action):
     msg = a.call(key, event, {"project": victim, "visitor": "attacker"}, overrides, session=session)
     shown = json.dumps(msg)
     assert SECRET_CATEGORY not in shown and SECRET_PROJECT not in shown, shown[:2000]
-    assert REFUSAL in shown, shown[:2000]
+    # a shared studio refuses any server path before it looks at whose project it is
+    refusal = "reads no paths on its server" if action == "evaluate (server path)" else REFUSAL
+    assert refusal in shown, shown[:2000]
     assert _snapshot(store, victim) == before
 
 

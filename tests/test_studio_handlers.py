@@ -378,3 +378,20 @@ def test_layout_builds(ctx):
 
     demo = build_app(ctx=ctx)
     assert demo.ifs_ctx is ctx
+
+
+def test_a_shared_studio_takes_no_server_path_or_endpoint_from_visitors(ctx):
+    """In a shared Space a visitor cannot make the server read a path on its disk (an evaluation
+    set, a GGUF file) or call another host (an OpenAI-compatible endpoint)."""
+    shared = Ctx(settings=StudioSettings(db_path=ctx.settings.db_path, data_dir=ctx.settings.data_dir,
+                                         clip_model="tiny-rn", clip_pretrained=None,
+                                         llm_path="/srv/operator.gguf", private_projects=True), store=ctx.store)
+    st, _ = projects.create(shared, {"visitor": "mallory"}, "own", "mallory's", "apple, pear")
+    out = list(evaluate.evaluate(shared, st, "/etc", None, threading.Event()))
+    assert len(out) == 1 and "reads no paths on its server" in out[0][0] and out[0][1] == []
+    spec = shared.settings.llm_spec(kind="gguf", path="/etc/passwd")
+    assert spec.path == "/srv/operator.gguf"
+    spec = shared.settings.llm_spec(kind="openai", base_url="http://169.254.169.254/v1")
+    assert spec.base_url is None
+    # a local studio keeps both routes
+    assert ctx.settings.llm_spec(kind="gguf", path="/tmp/x.gguf").path == "/tmp/x.gguf"
