@@ -137,6 +137,10 @@ def online(monkeypatch, hub: FakeHub, cache: Path) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("IFS_OFFLINE", raising=False)
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: in a full test session something
+    # (open_clip) imported it while tests/conftest.py had the session offline
+    import huggingface_hub.constants as hf_constants
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
 
 
 @pytest.fixture

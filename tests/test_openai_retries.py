@@ -149,7 +149,10 @@ def test_exhausted_retries_and_other_errors_are_one_clear_error(server):
 
 
 def test_limit_stays_low_on_a_one_slot_server_and_climbs_on_a_wide_one(server):
-    settings = KnowledgeSettings(steps=("attributes", "coarse_sentences"), attributes_per_category=4)
+    # max_retries=0: the fake server's repeated answers are gate-rejected duplicates, and re-asking
+    # them would change the question count this test reasons about
+    settings = KnowledgeSettings(steps=("attributes", "coarse_sentences"), attributes_per_category=4,
+                                 max_retries=0)
     cats = [f"thing{i}" for i in range(6)]  # 6 + 24 questions
     one = _llm(server, "one-slot", max_concurrency=8)
     kn = build_knowledge(cats, one, settings)
