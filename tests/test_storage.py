@@ -736,7 +736,9 @@ def test_round_trip_any_text(tmp_path_factory):
 
     @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(pname=pnames, cats=names, sentences=st.lists(txt, max_size=5), answer=st.text(max_size=200),
-           extra=st.dictionaries(st.text(max_size=8), st.one_of(st.none(), st.integers(), st.text(max_size=8)),
+           # integers within the 64 bits that imports accept (engine.storage.json_limits)
+           extra=st.dictionaries(st.text(max_size=8),
+                                 st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), st.text(max_size=8)),
                                  max_size=3))
     def check(pname, cats, sentences, answer, extra):
         d = tmp_path_factory.mktemp("rt")
