@@ -175,7 +175,6 @@ class _Build:
     def ask(self, questions, name: str = ""):
         """Answers of `questions` in order; [] when there are none; None when cancelled."""
         if not questions:
-            self.run.planned.pop(name, None)  # nothing to ask: the progress total shrinks
             return []
         return self.run.ask_all(questions)
 
@@ -305,7 +304,6 @@ def _step_coarse_sentences(b: _Build) -> bool:
     """Pi2: sentences about a category from the angle of an attribute of its pool."""
     if not b.enabled("coarse_sentences"):
         return True
-    b.run.planned["coarse_sentences"] = 0
     asks = _round_robin({c: [([c], b.s.n_coarse_sentences, dict(category=quote(c), attribute=quote(a)))
                              for a in b.pools[c][:b.s.attributes_per_category]] for c in b.cats})
     return b.ask_sentences("coarse_sentences", "coarse", asks)
@@ -362,7 +360,7 @@ def _step_scenes(b: _Build) -> bool:
             groups = [g for g in by.values() if len(g) >= 2]
         if not groups:
             groups = [list(b.cats)]
-    kn.scene_groups = groups
+    kn.scene_groups = groups[:len(b.cats)]  # at most one group per category (the progress plan's bound)
     return True
 
 
@@ -378,7 +376,6 @@ def _step_scene_sentences(b: _Build) -> bool:
         rng.shuffle(options)
         pairs += options[:s.pairs_per_group] if s.pairs_per_group is not None else options
     pairs = pairs[:s.max_scene_pairs] if s.max_scene_pairs is not None else pairs
-    b.run.planned.pop("scene_sentences", None)
     asks = [([a, c], s.n_scene_sentences, dict(category1=quote(a), category2=quote(c))) for a, c in pairs]
     return b.ask_sentences("scene_sentences", "scene", asks)
 
@@ -388,19 +385,32 @@ STEP_FUNCTIONS: tuple[Callable[[_Build], bool], ...] = (
     _step_filter, _step_fine_sentences, _step_scenes, _step_scene_sentences)
 
 
+def _scene_pairs_bound(s: KnowledgeSettings, n: int) -> int:
+    """Most scene pairs :func:`_step_scene_sentences` can ask about (at most n groups are used)."""
+    bound = n * (n - 1) // 2
+    if s.pairs_per_group is not None:
+        bound = min(bound, s.pairs_per_group * n)
+    return bound if s.max_scene_pairs is None else min(bound, s.max_scene_pairs)
+
+
 def _plan(b: _Build) -> dict[str, int]:
-    """Rough question counts per step for the progress total (refined as steps run)."""
+    """The most questions each step can ask: fixed before the first question, so the progress
+    total never moves (a step that asks fewer counts the rest as not needed)."""
     s, cats, on = b.s, b.cats, b.enabled
+    n = len(cats)
     need_syn = [c for c in cats if not b.kn.synonyms[c]] if (on("synonyms") and s.n_synonyms > 0) else []
+    pool = s.n_attributes * on("attributes") + s.n_common * on("common")
+    coarse = min(pool, s.attributes_per_category) if s.attributes_per_category is not None else pool
+    fine = min(s.n_keep, s.fine_attributes_per_category or s.n_keep)
     return {"synonyms": len(need_syn),
             "super": int(on("super") and any(c not in b.given_super for c in cats)),
             "common": int(on("common") and s.n_common > 0),
-            "attributes": len(cats) if on("attributes") else 0,
-            "coarse_sentences": len(cats) * (s.attributes_per_category or s.n_attributes) if on("coarse_sentences") else 0,
-            "filter": len(cats) if on("filter") else 0,
-            "fine_sentences": len(cats) * (s.fine_attributes_per_category or s.n_keep) if on("fine_sentences") else 0,
-            "scenes": int(on("scenes") and len(cats) > 1),
-            "scene_sentences": (s.max_scene_pairs or len(cats)) if on("scene_sentences") and len(cats) > 1 else 0}
+            "attributes": n if on("attributes") else 0,
+            "coarse_sentences": n * coarse if on("coarse_sentences") else 0,
+            "filter": n if on("filter") else 0,
+            "fine_sentences": n * fine if on("fine_sentences") else 0,
+            "scenes": int(on("scenes") and n > 1),
+            "scene_sentences": _scene_pairs_bound(s, n) if on("scene_sentences") and n > 1 else 0}
 
 
 def build_knowledge(categories: list[str], llm, settings: KnowledgeSettings | None = None,
@@ -414,8 +424,9 @@ def build_knowledge(categories: list[str], llm, settings: KnowledgeSettings | No
     """Ask the LLM the paper's questions about `categories` and return gated, labelled sentences.
 
     llm: an engine.llm backend. cache: an AnswerCache (default: in-memory, nothing persists).
-    on_progress(done, total, question_text) after every answer (cached ones too); `total` is the
-    best estimate so far (later steps' counts are known once earlier answers are in).
+    on_progress(done, total, question_text) after every answer (cached ones too); `total` is fixed
+    before the first question (each step's most questions); a step that needs fewer reports the
+    rest as done, a gate re-ask reports `done` unchanged, and a finished run ends at done == total.
     should_stop(): polled before every question; when it returns True the run stops, every answer
     so far is in the cache, and the partial Knowledge comes back with cancelled=True.
     super_of / synonyms: given groups and names (a preset's); the LLM is asked only for the rest.
@@ -438,8 +449,9 @@ def build_knowledge(categories: list[str], llm, settings: KnowledgeSettings | No
                    synonyms={c: list(given_syn.get(c, [])) for c in cats})
     b = _Build(run, kn, settings, cats, given_super, {})
     b.plan = _plan(b)
-    run.planned.update({k: v for k, v in b.plan.items() if v})
+    run.set_plan(b.plan)
     for step in STEP_FUNCTIONS:
         if not step(b):
             return b.finish(True)
+        run.skip_rest(step.__name__.removeprefix("_step_"))
     return b.finish(False)

@@ -75,10 +75,17 @@ class _Question:
     sampling: SamplingSettings
     shown: str
     key: str = ""
+    retry: bool = False   # asked again with the next seed: the gate kept fewer sentences than asked for
 
 
 class _Runner:
-    """Asks questions through the cache, reports progress, honours should_stop."""
+    """Asks questions through the cache, reports progress, honours should_stop.
+
+    Progress is (done, total, text). ``total`` is fixed by :meth:`set_plan` before the first
+    question: an upper bound on the questions each step asks. ``done`` counts planned questions
+    answered (cached ones too) plus those a step turned out not to need (:meth:`skip_rest`), so it
+    never passes ``total`` and equals it when the run ends. A gate re-ask (a question asked again
+    because too few of its sentences were kept) is reported with ``done`` unchanged."""
 
     def __init__(self, llm, settings, cache, on_progress, should_stop, regenerate, on_text):
         self.llm, self.settings, self.cache = llm, settings, cache
@@ -86,15 +93,26 @@ class _Runner:
         self.regenerate = regenerate or Regenerate()
         self.on_text = on_text
         self.done = 0
-        self.planned: dict[str, int] = {}
+        self.total = 0
+        self.left: dict[str, int] = {}  # planned questions of each step not yet answered or skipped
         self.answers: list[Answer] = []
         self.asked = 0
         self.cancelled = False
         self._regenerated: set[str] = set()
         self._record_lock = threading.Lock()
 
-    def total(self) -> int:
-        return self.done + sum(self.planned.values())
+    def set_plan(self, plan: dict[str, int]) -> None:
+        """Fix the progress total: ``plan`` is each step's most questions."""
+        self.left = {k: v for k, v in plan.items() if v > 0}
+        self.total = sum(self.left.values())
+
+    def skip_rest(self, step: str) -> None:
+        """The step is over: its planned questions not asked count as done (not needed)."""
+        n = self.left.pop(step, 0)
+        if n:
+            self.done += n
+            if self.on_progress:
+                self.on_progress(self.done, self.total, f"{step}: {n} planned question(s) not needed")
 
     def make(self, step: str, cats: list[str], n: int, per_item_tokens: int, numbered: bool = True,
              seed_offset: int = 0, **fields) -> _Question:
@@ -114,13 +132,12 @@ class _Runner:
         else:
             seen = json.dumps([primer + t.answer_start, list(stop)], ensure_ascii=False)
             shown = primer + t.answer_start
-        q = _Question(step, cats, prompt, sampling, shown)
+        q = _Question(step, cats, prompt, sampling, shown, retry=seed_offset > 0)
         q.key = answer_key(self.llm.id, seen, sampling)
         return q
 
     def ask_all(self, questions: list[_Question]) -> list[tuple[_Question, str]] | None:
         """Answers in question order, or None when cancelled (answers so far are cached)."""
-        self.planned[questions[0].step if questions else "_"] = len(questions)
         results: dict[int, str] = {}
         todo = []
         for i, q in enumerate(questions):
@@ -142,7 +159,6 @@ class _Runner:
             results.update(self._ask_concurrently(todo, workers))
             if self.cancelled:
                 return None
-        self.planned.pop(questions[0].step if questions else "_", None)
         return [(q, results[i]) for i, q in enumerate(questions)]
 
     def _ask_concurrently(self, todo: list, workers: int) -> dict[int, str]:
@@ -200,9 +216,11 @@ class _Runner:
         if items is None:
             items = self._parse(q.step, raw)
         self.answers.append(Answer(q.key, q.step, list(q.cats), q.shown, raw, items, cached, meta))
-        self.done += 1
-        key = q.step
-        if self.planned.get(key, 0) > 0:
-            self.planned[key] -= 1
+        shown = q.shown
+        if q.retry:
+            shown = f"(asked again: the gate kept too few sentences) {shown}"
+        elif self.left.get(q.step, 0) > 0:
+            self.left[q.step] -= 1
+            self.done += 1
         if self.on_progress:
-            self.on_progress(self.done, self.total(), q.shown)
+            self.on_progress(self.done, self.total, shown)

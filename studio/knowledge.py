@@ -116,7 +116,7 @@ def generate(ctx, state, spec, settings, cancel, category: str | None = None):
     for kind, payload in Worker(job, cancel):
         if kind == "item":
             done, total, question = payload
-            yield f"Asking {done + 1} of {total}: {str(question)[:160]}", done, total
+            yield f"{done} of {total} planned questions done. {str(question)[:160]}", done, total
         elif kind == "done":
             if cancel.is_set():
                 yield ok(f"Cancelled after {done} of {total} answers; generate again to resume."), done, total

@@ -47,7 +47,7 @@ def test_every_question_type_on_three_categories(llm, tmp_path):
     assert {a.step for a in kn.answers} == set(STEPS)
     assert all(a.raw.strip() and a.question for a in kn.answers)
     assert "".join(streamed).strip()
-    assert [p[0] for p in progress] == list(range(1, len(kn.answers) + 1)) and progress[-1][1] == len(kn.answers)
+    assert_progress_fixed(progress, kn)
     assert kn.sentences, "no sentence parsed"
     for s in kn.sentences:
         assert s.text.strip() and s.source in ("coarse", "fine", "scene")
@@ -63,6 +63,17 @@ def test_every_question_type_on_three_categories(llm, tmp_path):
     calls = llm.usage.calls
     kn2 = build_knowledge(cats, llm, KnowledgeSettings(**TINY), cache=JsonlAnswerCache(tmp_path / "a.jsonl"))
     assert llm.usage.calls == calls and kn2.texts() == kn.texts() and all(a.cached for a in kn2.answers)
+
+
+def assert_progress_fixed(progress, kn):
+    """One total from the first report to the last, done never falls or passes it, and a finished
+    run ends at done == total; every answer is reported."""
+    assert len(progress) >= len(kn.answers)
+    assert len({t for _, t, _ in progress}) == 1, "the progress total moved"
+    done = [d for d, _, _ in progress]
+    assert done == sorted(done) and done[-1] == progress[-1][1]
+    again = sum("asked again" in q for _, _, q in progress)
+    assert progress[-1][1] >= len(kn.answers) - again
 
 
 def _summary(kn):
@@ -137,7 +148,7 @@ def test_live_model_answers_arrive_and_parse(tmp_path):
     for a in kn.answers:
         assert a.question and isinstance(a.raw, str) and not a.cached
         assert isinstance(a.items, list) and all(isinstance(i, str) and i.strip() for i in a.items)
-    assert [d for d, _ in progress] == list(range(1, len(kn.answers) + 1)) and progress[-1][1] == len(kn.answers)
+    assert_progress_fixed([(d, t, "") for d, t in progress], kn)
     assert set(kn.attributes) == set(cats)
     for s in kn.sentences:
         assert s.text.strip() and s.category in s.labels and set(s.labels) <= set(cats)

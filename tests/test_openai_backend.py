@@ -146,8 +146,9 @@ def test_pipeline_through_http_with_concurrency_and_regenerate(server):
     scene = [s for s in kn.sentences if s.source == "scene"]
     assert all(len(s.labels) == 2 for s in scene)
     assert all("seen from the" not in s.text for s in kn.sentences)  # cut-off last line dropped
-    assert [d for d, _ in progress] == list(range(1, len(kn.answers) + 1))
-    assert progress[-1][1] == len(kn.answers)
+    done = [d for d, _ in progress]  # one total fixed before the first question; a finished run reaches it
+    assert len({t for _, t in progress}) == 1 and done == sorted(done) and done[-1] == progress[-1][1]
+    assert len(progress) >= len(kn.answers)
     assert all(a.raw and a.key in cache for a in kn.answers)
     # A second run asks nothing; regenerating the "dog" attribute question asks it (and only the
     # questions whose text depends on it: none here, the answer text is the same).

@@ -174,6 +174,27 @@ def test_short_answers_are_asked_again_with_the_next_seed_until_the_count_is_met
     assert kn.stats["rejected"]["meta"] == 2 and kn.stats["kept_share"] == round(3 / 7, 4) and kn.stats["surplus"] == 1
 
 
+def test_progress_total_is_fixed_before_the_first_question():
+    """Issue 13: one total from the first report; a gate re-ask does not move it or `done`; a step
+    that asks fewer questions than planned (2 attributes came back, 3 were allowed) counts the rest
+    as not needed, so a finished run ends at done == total and "question 25 of 24" cannot happen."""
+    from engine.knowledge import KnowledgeSettings, build_knowledge
+
+    junk = (FIX / "issue12_smollm2_junk.txt").read_text()
+    one_good = junk + "5. A cardboard box sits open on the concrete floor of the loading dock.\n"
+    other = ("1. An open cardboard box holds packing peanuts on the workbench.\n"
+             "2. A flattened cardboard box lies beside the recycling bin.\n")
+    llm = RecordedLLM([one_good, GOOD, other])
+    settings = KnowledgeSettings(steps=("attributes", "coarse_sentences"), n_attributes=3, n_coarse_sentences=3,
+                                 attributes_per_category=3, max_retries=2)
+    progress = []
+    kn = build_knowledge(["cardboard box"], llm, settings, on_progress=lambda d, t, q: progress.append((d, t, q)))
+    assert not kn.cancelled and len(kn.answers) == 4 and len(kn.sentences) == 6  # attributes, 2 coarse, 1 re-ask
+    assert {t for _, t, _ in progress} == {4}  # 1 attributes + 1 x min(3 attributes, 3) coarse
+    assert [d for d, _, _ in progress] == [1, 2, 3, 3, 4]
+    assert "asked again" in progress[3][2] and "not needed" in progress[4][2]
+
+
 def test_retries_stop_at_the_cap_and_keep_every_rejection():
     from engine.knowledge import KnowledgeSettings, build_knowledge
 

@@ -81,9 +81,9 @@ def test_studio_end_to_end(app_server, browser, shots):
     field(page, "ks-n_coarse_sentences").fill("3")
     field(page, "ks-n_coarse_sentences").press("Tab")
     page.locator("#gen-knowledge").click()
-    wait_text(page, "#knowledge-msg", "Starting|Asking|Knowledge ready", timeout=60_000)
+    wait_text(page, "#knowledge-msg", "Starting|planned questions done|Knowledge ready", timeout=60_000)
     shots(page, "knowledge-progress")
-    wait_text(page, "#knowledge-msg", "Asking|Knowledge ready|⚠️", timeout=600_000)
+    wait_text(page, "#knowledge-msg", "planned questions done|Knowledge ready|⚠️", timeout=600_000)
     shots(page, "knowledge-answers")
     msg = wait_text(page, "#knowledge-msg", "Knowledge ready|⚠️", timeout=900_000)
     assert "Knowledge ready" in msg, msg
