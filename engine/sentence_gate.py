@@ -11,7 +11,8 @@ order:
   meta            talk about the text instead of the photo: sentences, lists, words, grammar,
                   typos, synonyms, "this description" (unless that word is part of a category name)
   trivia          facts no photo shows: years and centuries, films/books/songs, laws and
-                  regulations, organisations and companies, history, statistics
+                  regulations, organisations and companies, history, statistics, and general
+                  facts of use ("commonly used in the food industry", "is capable of ...")
   too_short       fewer than `min_words` words
   too_long        more than `max_words` words or `max_chars` characters
   off_topic       does not mention every category it was asked about, by name (any plural or
@@ -46,7 +47,9 @@ _TRIVIA = re.compile(
     r"government|organi[sz]ations?|associations?|agency|agencies|institutes?|osha|"
     r"compan(?:y|ies)|corporations?|manufacturers?|brand names?|trademark|founded|invented|inventor|"
     r"patent(?:ed)?|history|historical|historically|statistics?|percent|per cent|million|billion|"
-    r"according to|studies show|research(?:ers)? (?:show|found)|wikipedia|encyclopedia)\b|%", re.I)
+    r"according to|studies show|research(?:ers)? (?:show|found)|wikipedia|encyclopedia|"
+    r"(?:commonly|typically|widely|often|usually|frequently|mainly|primarily) used|(?:is|are) used (?:by|for|in)|"
+    r"industry|industries|industrial|popular choice|essential (?:part|component|tool)|capable of)\b|%", re.I)
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.U)
 _STOP = frozenset("a an the of in on at to is are was were be with and or its their his her this that "
                   "it by for from as into over under".split())
