@@ -82,3 +82,23 @@ def test_a_row_of_another_project_is_refused(store):
     with pytest.raises(wf.NotYoursError):
         wf.run_history(s, pid, run, visitor="owner")
     assert s.list_sentences(other)[0].text == "their sentence"
+
+
+def test_borrowing_another_visitors_project_is_refused_and_names_no_one_elses(store):
+    """Training on a bigger vocabulary borrows sentences from a project: only from one of the same
+    visitor's, and the message for an unknown one lists only theirs (no other project's name)."""
+    s, pid = store
+    other = wf.create_project(s, "their secret project", "horse, sheep")
+    wf.set_owner(s, other, "someone else")
+    s.replace_sentences(other, [dict(text="a horse beside a sheep", labels=["horse", "sheep"], source="t")])
+    for ref in (str(other), "their secret project"):
+        with pytest.raises(wf.WorkflowError) as err:
+            wf.training_vocabulary(s, pid, [ref], visitor="owner")
+        assert f"{other}:their" not in str(err.value) and f"{pid}:mine" in str(err.value)
+    mine2 = wf.create_project(s, "mine too", "horse")
+    wf.set_owner(s, mine2, "owner")
+    s.replace_sentences(mine2, [dict(text="a brown horse in a field", labels=["horse"], source="t")])
+    own, grown = wf.training_vocabulary(s, pid, ["mine too"], visitor="owner")
+    assert "horse" in grown.categories and "horse" not in own.categories
+    _, grown = wf.training_vocabulary(s, pid, [str(other)])  # the command line (no visitor) may borrow any
+    assert "sheep" in grown.categories

@@ -2,6 +2,7 @@
 project actions, opening the project database, and who may act on a project (:func:`owned`)."""
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 from dataclasses import dataclass
@@ -88,16 +89,32 @@ def require_row(row_project_id: int, project_id: int) -> None:
         raise NotYoursError(f"That row is not one of project {project_id}'s; it is not one of your projects.")
 
 
+#: the visitor of the owned action running now: an action it calls on another project (borrowing
+#: that project's sentences, say) is checked against the same visitor
+_CURRENT_VISITOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("visitor", default=None)
+
+
+def current_visitor() -> str | None:
+    """The visitor of the owned action running now (None outside one, or for the operator)."""
+    return _CURRENT_VISITOR.get()
+
+
 def owned(action):
-    """Give ``action(store, project_id, ...)`` a keyword ``visitor``, checked before it runs."""
+    """Give ``action(store, project_id, ...)`` a keyword ``visitor``, checked before it runs. An
+    owned action called inside another without ``visitor`` is checked against the outer one's."""
     sig = inspect.signature(action)
     if list(sig.parameters)[:2] != ["store", "project_id"]:
         raise TypeError(f"{action.__name__} does not take (store, project_id, ...)")
 
     @functools.wraps(action)
     def checked(store, project_id, *args, visitor: str | None = None, **kwargs):
+        visitor = visitor if visitor is not None else _CURRENT_VISITOR.get()
         require_owner(store, project_id, visitor)
-        return action(store, project_id, *args, **kwargs)
+        token = _CURRENT_VISITOR.set(visitor)
+        try:
+            return action(store, project_id, *args, **kwargs)
+        finally:
+            _CURRENT_VISITOR.reset(token)
 
     params = list(sig.parameters.values())
     at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))

@@ -90,9 +90,10 @@ def create_project(store, name: str, categories: Sequence[str] | str | None = No
     return pid
 
 
-def find_project(store, ref: str | int) -> int:
-    """A project id from an id or a name (exact, then case-insensitive)."""
-    projects = store.list_projects()
+def find_project(store, ref: str | int, owner: str | None = None) -> int:
+    """A project id from an id or a name (exact, then case-insensitive); with ``owner``, only
+    among that visitor's projects (the message then names no one else's)."""
+    projects = [p for p in store.list_projects() if owner is None or (p.settings or {}).get("owner") == owner]
     ref_s = str(ref).strip()
     for p in projects:
         if str(p.id) == ref_s or p.name == ref_s:

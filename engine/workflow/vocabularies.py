@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-from engine.workflow.base import SETTINGS, WorkflowError, owned
+from engine.workflow.base import SETTINGS, WorkflowError, current_visitor, owned
 from engine.workflow.projects import find_project
 from engine.workflow.training import handcrafted_prompts, training_corpus
 
@@ -30,7 +30,8 @@ def project_vocabulary(store, project_id: int):
 
 
 def borrow_source(store, ref: str):
-    """The vocabulary named by ``ref``: a preset key with shipped knowledge, else a project."""
+    """The vocabulary named by ``ref``: a preset key with shipped knowledge, else a project (inside
+    an owned action, only one of the same visitor's)."""
     from engine.presets import PRESET_KEYS
     from engine.reproduce import ReproduceError, preset_vocabulary
 
@@ -40,7 +41,7 @@ def borrow_source(store, ref: str):
             return preset_vocabulary(key)
         except ReproduceError as err:
             raise WorkflowError(str(err)) from err
-    return project_vocabulary(store, find_project(store, ref))
+    return project_vocabulary(store, find_project(store, ref, owner=current_visitor()))
 
 
 @owned
