@@ -13,7 +13,7 @@ Project-level actions (projects in a database, knowledge, training, predict, eva
 """
 from __future__ import annotations
 
-import importlib
+from engine.lazy_api import lazy_api
 
 _API = {
     # errors
@@ -41,13 +41,4 @@ _API = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name: str):
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'engine' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_API))
+__getattr__, __dir__ = lazy_api('engine', _API, globals())

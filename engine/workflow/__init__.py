@@ -28,7 +28,7 @@ Method choices (METHOD.md):
 """
 from __future__ import annotations
 
-import importlib
+from engine.lazy_api import lazy_api
 
 from engine.datasets import DatasetError, LabelledSet, LoaderSettings, list_images
 from engine.errors import EngineError
@@ -66,16 +66,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'engine.workflow' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_api('engine.workflow', _LAZY, globals())
 
 
 __all__ = [
