@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -98,10 +99,54 @@ def resolve(name_or_repo: str, filename: str | None = None) -> HubModel:
     return HubModel(fname.rsplit("/", 1)[-1], key, fname, 0.0)
 
 
-def hub_model_path(model: HubModel, progress: bool = True, revision: str | None = None) -> Path:
+def parse_choice(text: str) -> HubModel:
+    """A curated name ("qwen2.5-3b") or "OWNER/REPO/FILE.gguf" (the file may sit in a folder)."""
+    parts = (text or "").strip().split("/", 2)
+    return resolve("/".join(parts[:2]), parts[2]) if len(parts) == 3 else resolve(text)
+
+
+def is_cached(model: HubModel, revision: str | None = None) -> bool:
+    """Whether `model`'s file is in the Hub cache (asks no server)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(model.repo, model.filename, revision=revision,
+                                   cache_dir=os.environ.get("HF_HUB_CACHE") or None)
+    return isinstance(found, str)
+
+
+def _byte_counter(on_bytes: Callable[[int, int | None], None]):
+    """A progress-bar class for huggingface_hub's `tqdm_class` that draws nothing and reports
+    `on_bytes(bytes so far, file size)` when it opens and after every chunk (plain HTTP and Xet
+    downloads alike: `update_transfer` makes a Xet download use this one bar)."""
+    from huggingface_hub.utils import tqdm as hub_tqdm
+
+    class ByteCounter(hub_tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self.done = int(kwargs.get("initial") or 0)
+            on_bytes(self.done, self.total)
+
+        def update(self, n=1):
+            self.done += int(n or 0)
+            on_bytes(self.done, self.total)
+
+        def update_transfer(self, n=1):  # network bytes of a Xet download: the file bytes count
+            pass
+
+        def set_transfer_postfix_str(self, *args, **kwargs):
+            pass
+
+    return ByteCounter
+
+
+def hub_model_path(model: HubModel, progress: bool = True, revision: str | None = None,
+                   on_bytes: Callable[[int, int | None], None] | None = None) -> Path:
     """The local path of `model`'s file, downloaded once into the Hub cache (module docstring).
 
-    progress: show huggingface_hub's progress bar while downloading. Raises HubModelError."""
+    progress: show huggingface_hub's progress bar while downloading; on_bytes(done, total): called
+    instead of the bar as bytes arrive (total: the file's size, None when the server gives none).
+    Raises HubModelError."""
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError,
@@ -111,16 +156,23 @@ def hub_model_path(model: HubModel, progress: bool = True, revision: str | None 
         raise HubModelError("Models from the Hub need the package huggingface_hub "
                             "(pip install huggingface_hub).") from e
     where = f"{model.repo}/{model.filename}"
-    if progress:
+    offline = _offline()
+    if progress and on_bytes is None:
         enable_progress_bars()
     else:
         disable_progress_bars()
     try:
         # HF_ENDPOINT and HF_HUB_CACHE are read now, not when huggingface_hub was imported.
-        path = hf_hub_download(model.repo, model.filename, revision=revision, local_files_only=_offline() or not _endpoint_reachable(),
+        path = hf_hub_download(model.repo, model.filename, revision=revision,
+                               local_files_only=offline or not _endpoint_reachable(),
                                endpoint=os.environ.get("HF_ENDPOINT") or None,
-                               cache_dir=os.environ.get("HF_HUB_CACHE") or None)
+                               cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+                               tqdm_class=_byte_counter(on_bytes) if on_bytes else None)
     except LocalEntryNotFoundError as e:
+        if offline:
+            raise HubModelError(f"{where} is not in the Hub cache and this machine is offline (HF_HUB_OFFLINE "
+                                f"or IFS_OFFLINE is set); download it once on a connected machine, or pick "
+                                f"a bundled model.") from e
         raise HubModelError(f"{where} is not in the Hub cache and cannot be downloaded now (offline or no "
                             f"connection to {os.environ.get('HF_ENDPOINT', 'the Hub')}); connect once, or "
                             f"pick a bundled model.") from e

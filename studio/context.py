@@ -41,8 +41,12 @@ class StudioSettings:
     port: int = 7860
     max_categories: int = 200
     private_projects: bool = False        # each visitor sees only its own projects (a shared Space)
+    hub_any_file: bool | None = None      # visitors may download any Hub repository + file; default:
+    #                                       yes in a local studio, no when private_projects (curated only)
 
     def __post_init__(self):
+        if self.hub_any_file is None:
+            self.hub_any_file = not self.private_projects
         if not self.data_dir:
             self.data_dir = str(Path(self.db_path).resolve().parent / "studio-files")
 
@@ -80,6 +84,9 @@ class StudioSettings:
             kw["private_projects"] = private.strip().lower() in ("1", "true", "yes", "on")
         elif env.get("SPACE_ID"):
             kw["private_projects"] = True
+        any_file = env.get("IFS_HUB_ANY_FILE")
+        if any_file is not None and any_file != "":
+            kw["hub_any_file"] = any_file.strip().lower() in ("1", "true", "yes", "on")
         return cls(**kw)
 
     def backbone_spec(self):
@@ -90,9 +97,14 @@ class StudioSettings:
 
     def llm_spec(self, kind: str | None = None, name: str | None = None, path: str | None = None,
                  base_url: str | None = None, model: str | None = None):
-        from engine.workflow import LLMSpec
+        from engine.workflow import LLMSpec, hub_llm_spec, hub_model
 
         kind = kind or self.llm_kind
+        if kind == "hub":  # name: a curated Hub model, or OWNER/REPO/FILE.gguf where the operator allows it
+            choice = name or self.llm_name
+            if not self.hub_any_file and not hub_model(choice).curated:
+                raise ValueError("This shared studio downloads only the curated Hub models; pick one of the list.")
+            return hub_llm_spec(choice)
         default_path = self.llm_replay if kind == "replay" else self.llm_path
         if self.private_projects:
             # a shared studio: a visitor never points the server at a file of its disk or at

@@ -1,8 +1,10 @@
-"""Step 2, Knowledge: choose the LLM, edit question templates and counts, generate with progress
+"""Step 2, Knowledge: choose the LLM (studio.llm_picker: a Hub model is downloaded first, with its
+progress next to the picker), edit question templates and counts, generate with progress
 and cancel (resumable: answers are cached per question, so generating again skips what exists),
-then inspect and edit per category (attributes kept or dropped, synonyms, super-category,
-hand-crafted prompt, and the prompt in use when the category has none of its own) and regenerate
-one category. Every count is checked (at least 1) with a message next to the boxes."""
+then inspect and edit per category (attributes kept or dropped, synonyms, the LLM's suggested
+synonyms to tick and accept, super-category, hand-crafted prompt, and the prompt in use when the
+category has none of its own) and regenerate one category. Every count is checked (at least 1)
+with a message next to the boxes."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,14 +12,15 @@ import dataclasses
 import gradio as gr
 
 from engine import workflow as wf
+from studio import llm_picker
 from studio.common import visitor_of
 from studio.common import (CancellableJob, Page, Worker, err, explain, md, number_problems, ok, problems_text,
                            project_id)
+from studio.llm_picker import llm_spec  # noqa: F401 - the tab's LLM choice, as the tests call it
 
 TITLE, TAB_ID = "2 Knowledge", "knowledge"
-LLM_KINDS = [("Bundled model", "bundled"), ("GGUF file", "gguf"), ("OpenAI-compatible endpoint", "openai")]
-BUNDLED = [("Qwen2.5-Coder 1.5B Instruct (best sentences)", "qwen1.5b"), ("SmolLM2 135M Instruct (fast)", "smollm2"),
-           ("Gemma 3 270M base (fast)", "gemma3")]
+SUGGESTIONS_NOTE = ("Suggestions are not used for labels (or the sentence check) until accepted: tick them "
+                    "and save the category.")
 
 
 LIMIT_FIELDS = ("attributes_per_category", "fine_attributes_per_category", "pairs_per_group",
@@ -89,11 +92,6 @@ def make_settings(values: dict):
 
 # ---- handlers ----------------------------------------------------------------------------------
 
-def llm_spec(ctx, kind, name, path, base_url, model):
-    return ctx.settings.llm_spec(kind=kind, name=name, path=path or None,
-                                 base_url=base_url or None, model=model or None)
-
-
 def generate(ctx, state, spec, settings, cancel, category: str | None = None):
     """Generator of (progress text, done, total); ends with a final message. Runs
     ``workflow.generate_knowledge`` (or ``workflow.regenerate_category`` for one ``category``)
@@ -146,6 +144,20 @@ def category_details(ctx, state, category):
             d["super"] or "", d["prompt"] or "")
 
 
+def synonym_suggestions(ctx, state, category):
+    """The checkbox group of the LLM's synonyms of ``category`` not accepted yet, none ticked."""
+    pid = project_id(state)
+    if pid is None or not category:
+        return gr.update(choices=[], value=[])
+    d = wf.category_details(ctx.store, pid, category, visitor=visitor_of(ctx, state))
+    return gr.update(choices=list(d["suggested_synonyms"]), value=[])
+
+
+def details_view(ctx, state, category) -> tuple:
+    """:func:`category_details` and then :func:`synonym_suggestions`."""
+    return (*category_details(ctx, state, category), synonym_suggestions(ctx, state, category))
+
+
 def prompt_in_use(ctx, state, category) -> str:
     """The hand-crafted prompt the category is scored with: its own, else the default template."""
     pid = project_id(state)
@@ -159,10 +171,11 @@ def prompt_in_use(ctx, state, category) -> str:
     return f"Prompt in use: {md(prompt)}" + ("" if own else " (the default template; type one above to replace it)")
 
 
-def save_category(ctx, state, category, new_attributes, kept, synonyms, super_, prompt) -> str:
+def save_category(ctx, state, category, new_attributes, kept, synonyms, super_, prompt, accepted=None) -> str:
     """``kept``: the ticked attributes (the others are dropped, not deleted: tick them again to
     keep them); ``new_attributes``: attributes to add, one a line (kept). To change a text, add
-    the new one and untick the old."""
+    the new one and untick the old. ``accepted``: the LLM's suggested synonyms ticked to accept,
+    added to ``synonyms``."""
     pid = project_id(state)
     if pid is None or not category:
         return err("Open a project and choose a category first.")
@@ -176,6 +189,7 @@ def save_category(ctx, state, category, new_attributes, kept, synonyms, super_, 
             seen.add(text.casefold())
             attrs.append({"text": text, "kept": True})
     syns = [x.strip() for x in (synonyms or "").replace("\n", ",").split(",") if x.strip()]
+    syns += [x for x in accepted or [] if x.casefold() not in {y.casefold() for y in syns}]
     try:
         wf.update_category(ctx.store, pid, category, attributes=attrs, synonyms=syns,
                            super_=(super_ or "").strip() or None, prompt=(prompt or "").strip() or None, visitor=visitor_of(ctx, state))
@@ -187,18 +201,7 @@ def save_category(ctx, state, category, new_attributes, kept, synonyms, super_, 
 # ---- widgets and events ------------------------------------------------------------------------
 
 def build(ctx) -> dict:
-    w: dict = {}
-    s = ctx.settings
-    with gr.Row():
-        replay = [("Recorded answers (replay)", "replay")] if s.llm_kind == "replay" else []
-        w["llm_kind"] = gr.Radio(LLM_KINDS + replay, value=s.llm_kind, label="LLM", elem_id="llm-kind")
-        w["llm_name"] = gr.Dropdown(BUNDLED, value=s.llm_name, label="Bundled model")
-        # a shared studio takes no server path or endpoint from its visitors (StudioSettings.llm_spec)
-        w["llm_path"] = gr.Textbox(value=s.llm_path or "", label="GGUF file path",
-                                   interactive=not s.private_projects)
-        w["llm_url"] = gr.Textbox(value=s.llm_base_url or "", label="Endpoint base URL",
-                                  interactive=not s.private_projects)
-        w["llm_model"] = gr.Textbox(value=s.llm_model or "", label="Endpoint model name")
+    w: dict = llm_picker.build(ctx)
     w["fields"] = {}
     counts, limits, templates = settings_fields()
     w["fields"]["steps"] = gr.CheckboxGroup(list(wf.STEPS), value=list(wf.STEPS), elem_id="ks-steps",
@@ -237,6 +240,8 @@ def build(ctx) -> dict:
         w["synonyms"] = gr.Textbox(label="Synonyms (comma-separated)", elem_id="kn-synonyms")
         w["super"] = gr.Textbox(label="Super-category", elem_id="kn-super")
         w["prompt"] = gr.Textbox(label="Hand-crafted prompt (empty = the default template)", elem_id="kn-prompt")
+    w["suggested"] = gr.CheckboxGroup([], label="The LLM's suggested synonyms (tick to accept, then save)",
+                                      info=SUGGESTIONS_NOTE, elem_id="kn-suggested")
     w["prompt_used"] = gr.Markdown(elem_id="kn-prompt-used")
     with gr.Row():
         w["save"] = gr.Button("Save category", elem_id="save-category", scale=0, min_width=160)
@@ -247,24 +252,32 @@ def build(ctx) -> dict:
 def wire(ctx, w: dict, page: Page) -> None:
     state = page.state
     field_names = list(w["fields"])
-    llm_inputs = [w["llm_kind"], w["llm_name"], w["llm_path"], w["llm_url"], w["llm_model"]]
     job = CancellableJob(ctx, "knowledge")
+    llm_picker.wire(ctx, w)
 
-    def run(st, kind, name, path, url, model, *vals, category=None, request=None):
+    def run(st, kind, name, path, url, model, hub_picked, hub_typed, *vals, category=None, request=None):
+        """Yields (message, progress, count message, Hub message, Hub progress)."""
         problems = settings_problems(dict(zip(field_names, vals)))
         if problems:
-            yield err("Fix the numbers marked above first."), gr.update(), problems_text(problems)
+            yield err("Fix the numbers marked above first."), gr.update(), problems_text(problems), gr.update(), gr.update()
             return
         try:
-            spec = llm_spec(ctx, kind, name, path, url, model)
+            spec = llm_spec(ctx, kind, name, path, url, model, hub_picked, hub_typed)
             settings = make_settings(dict(zip(field_names, vals)))
         except Exception as exc:
-            yield explain(exc), gr.update(), ""
+            yield explain(exc), gr.update(), "", gr.update(), gr.update()
             return
+        if kind == "hub":  # the model's file first, its progress next to the picker
+            for text, done, total in llm_picker.download(ctx, hub_picked, hub_typed):
+                yield gr.update(), gr.update(), "", text, llm_picker.progress_update(done, total)
+            if text.startswith("⚠️"):
+                yield err("The Hub model is not here: see the message next to the picker."), gr.update(), "", \
+                    gr.update(), gr.update()
+                return
         with job.running(request) as cancel:
             for text, done, total in generate(ctx, st, spec, settings, cancel, category):
                 yield md(text) if not text.startswith(("✅", "⚠️")) else text, \
-                    gr.update(value=done, maximum=max(total, 1)), ""
+                    gr.update(value=done, maximum=max(total, 1)), "", gr.update(), gr.update()
 
     # gr.Request first: Gradio inserts it by position, which works before *args
     def run_all(request: gr.Request, st, *args):
@@ -272,15 +285,16 @@ def wire(ctx, w: dict, page: Page) -> None:
 
     def run_one(request: gr.Request, st, cat, *args):
         if not cat:
-            yield err("Choose a category first."), gr.update(), ""
+            yield err("Choose a category first."), gr.update(), "", gr.update(), gr.update()
             return
         yield from run(st, *args, category=cat, request=request)
 
-    inputs = [state] + llm_inputs + [w["fields"][n] for n in field_names]
-    run_out = [w["msg"], w["progress"], w["fields_msg"]]
-    details = [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]]
+    inputs = [state] + llm_picker.inputs(w) + [w["fields"][n] for n in field_names]
+    run_out = [w["msg"], w["progress"], w["fields_msg"], w["hub_msg"], w["hub_progress"]]
+    details = [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"], w["suggested"]]
     gen = w["generate"].click(run_all, inputs, run_out)
-    gen.then(lambda st, c: category_view(ctx, st, c), [state, w["category"]], [w["category"]] + details)
+    gen.then(lambda st, c: category_view(ctx, st, c, with_suggestions=True), [state, w["category"]],
+             [w["category"]] + details)
     counts, limits, _ = settings_fields()
     number_names = [n for n, _ in counts + limits]
     numbers = [w["fields"][n] for n in number_names]
@@ -288,22 +302,21 @@ def wire(ctx, w: dict, page: Page) -> None:
         box.change(lambda *vals: problems_text(settings_problems(dict(zip(number_names, vals)))),
                    numbers, [w["fields_msg"]])
     w["regen"].click(run_one, [state, w["category"]] + inputs[1:], run_out).then(
-        lambda st, c: category_details(ctx, st, c), [state, w["category"]],
-        [w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"]])
+        lambda st, c: details_view(ctx, st, c), [state, w["category"]], details)
 
     job.wire_cancel(w["cancel"], w["msg"])
-    w["category"].change(lambda st, c: (*category_details(ctx, st, c), prompt_in_use(ctx, st, c), ""),
+    w["category"].change(lambda st, c: (*details_view(ctx, st, c), prompt_in_use(ctx, st, c), ""),
                          [state, w["category"]], details + [w["prompt_used"], w["cat_msg"]])
-    w["save"].click(lambda st, c, t, k, sy, su, p: save_category(ctx, st, c, t, k, sy, su, p),
-                    [state, w["category"], w["attrs"], w["keep"], w["synonyms"], w["super"], w["prompt"]],
-                    [w["cat_msg"]]).then(
-        lambda st, c: (*category_details(ctx, st, c), prompt_in_use(ctx, st, c)), [state, w["category"]],
+    w["save"].click(lambda st, c, t, k, sy, su, p, acc: save_category(ctx, st, c, t, k, sy, su, p, acc),
+                    [state, w["category"], w["attrs"], w["keep"], w["synonyms"], w["super"], w["prompt"],
+                     w["suggested"]], [w["cat_msg"]]).then(
+        lambda st, c: (*details_view(ctx, st, c), prompt_in_use(ctx, st, c)), [state, w["category"]],
         details + [w["prompt_used"]])
 
 
 def outputs(w: dict) -> list:
     return [w["category"], w["keep"], w["attrs"], w["synonyms"], w["super"], w["prompt"], w["prompt_used"],
-            w["msg"], w["cat_msg"], w["fields_msg"], w["progress"]]
+            w["msg"], w["cat_msg"], w["fields_msg"], w["progress"], w["suggested"]]
 
 
 def refresh(ctx, state, w: dict) -> tuple:
@@ -311,12 +324,15 @@ def refresh(ctx, state, w: dict) -> tuple:
     stays."""
     view = category_view(ctx, state)
     first = view[0]["value"]
-    return (*view, prompt_in_use(ctx, state, first), "", "", "", gr.update(value=0, maximum=1))
+    return (*view, prompt_in_use(ctx, state, first), "", "", "", gr.update(value=0, maximum=1),
+            synonym_suggestions(ctx, state, first))
 
 
-def category_view(ctx, state, current=None) -> tuple:
-    """Values of :func:`outputs` (category dropdown, keep, attrs, synonyms, super, prompt) for the
-    project's knowledge: the current category stays chosen when it still exists."""
+def category_view(ctx, state, current=None, with_suggestions=False) -> tuple:
+    """Values of :func:`outputs` (category dropdown, keep, attrs, synonyms, super, prompt, and
+    with_suggestions the suggested synonyms) for the project's knowledge: the current category
+    stays chosen when it still exists."""
     cats = category_choices(ctx, state)
     first = current if current in cats else (cats[0] if cats else None)
-    return (gr.update(choices=cats, value=first), *category_details(ctx, state, first))
+    view = (gr.update(choices=cats, value=first), *category_details(ctx, state, first))
+    return (*view, synonym_suggestions(ctx, state, first)) if with_suggestions else view

@@ -8,7 +8,7 @@ widgets from (KnowledgeSettings, TrainConfig, PromptLayout, BackboneSpec, LLMSpe
 too, loaded on first use so that ``import engine.workflow`` stays light for the command line.
 
 Modules: base (errors, limits, opening the store), projects, knowledge, sentences, graph,
-training, scoring, predict, evaluate, export, models (weights check and install, device),
+training, scoring, predict, evaluate, export, models (weights check and install, device, Hub LLMs),
 confidence (calibrated confidences and the gallery's cards), uploads (scoring and evaluating
 uploaded files), vocabularies (a project's vocabulary, borrowing sentences from presets/projects,
 reproducing the paper's table).
@@ -41,7 +41,8 @@ from engine.workflow.graph import GraphView, edit_edge, graph_data, project_stru
 from engine.workflow.knowledge import (category_details, generate_knowledge, regenerate_category, store_knowledge,
                                        update_category)
 from engine.workflow.confidence import confidence_note, project_calibrations
-from engine.workflow.models import (WeightsStatus, device_description, download_weights, missing_weights,
+from engine.workflow.models import (HubChoice, WeightsStatus, device_description, download_hub_model,
+                                    download_weights, hub_llm_spec, hub_model, hub_models, missing_weights,
                                     use_weights_file, weights_status)
 from engine.workflow.predict import PredictSummary, predict_files, predict_rows, predict_with
 from engine.workflow.projects import (create_project, delete_project, find_project, list_projects, parse_vocabulary,
@@ -60,6 +61,7 @@ _LAZY = {
     "BackboneSpec": "engine.clip_backbone", "MissingWeightsError": "engine.clip_backbone",
     "KnowledgeSettings": "engine.knowledge", "STEPS": "engine.knowledge", "Regenerate": "engine.knowledge",
     "LLMSpec": "engine.llm", "BUNDLED": "engine.llm", "DEFAULT_BUNDLED": "engine.llm",
+    "HubModelError": "engine.hub_models",
     "PromptLayout": "engine.prompts",
     "TrainConfig": "engine.train",
     "list_presets": "engine.presets", "PresetError": "engine.presets",
@@ -101,5 +103,5 @@ __all__ = [
     "export_project", "import_project", "export_classifier", "CLASSIFIER_SNIPPET",
     # models
     "missing_weights", "device_description", "WeightsStatus", "weights_status", "use_weights_file",
-    "download_weights",
+    "download_weights", "HubChoice", "hub_models", "hub_model", "download_hub_model", "hub_llm_spec",
 ]

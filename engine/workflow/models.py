@@ -1,5 +1,7 @@
 """The models a project runs on, checked without loading them: whether the CLIP weights a
-:class:`BackboneSpec` names are here, and which device computes."""
+:class:`BackboneSpec` names are here, and which device computes; the language models of the
+Hugging Face Hub (engine.hub_models): the curated list, whether one is cached, its download with a
+byte count, and the LLMSpec that opens it."""
 from __future__ import annotations
 
 import os
@@ -127,3 +129,67 @@ def download_weights(spec) -> WeightsStatus:
         raise WorkflowError(f"The download of {_describe(spec)} failed; upload the weights file instead "
                             f"({type(exc).__name__}).") from exc
     return weights_status(spec)
+
+
+@dataclass(frozen=True)
+class HubChoice:
+    """A GGUF language model on the Hugging Face Hub: ``name`` (a curated name, or the file's
+    name), ``repo``, ``filename``, ``size_gb`` (0 when not curated), ``note`` (what it is for),
+    ``curated``, ``cached`` (its file is in the Hub cache)."""
+
+    name: str
+    repo: str
+    filename: str
+    size_gb: float
+    note: str
+    curated: bool
+    cached: bool
+
+    @property
+    def label(self) -> str:
+        size = f" ({self.size_gb:g} GB)" if self.size_gb else ""
+        note = f" - {self.note}" if self.note else ""
+        return f"{self.name}{size}{note}" + (", downloaded" if self.cached else "")
+
+
+def _choice(model) -> HubChoice:
+    from engine.hub_models import CURATED, is_cached
+
+    return HubChoice(model.name, model.repo, model.filename, model.size_gb, model.note,
+                     CURATED.get(model.name) == model, is_cached(model))
+
+
+def hub_models() -> list[HubChoice]:
+    """The curated Hub models (engine.hub_models.CURATED), each with whether it is cached."""
+    from engine.hub_models import CURATED
+
+    return [_choice(m) for m in CURATED.values()]
+
+
+def hub_model(choice: str) -> HubChoice:
+    """A curated name or ``"OWNER/REPO/FILE.gguf"``; HubModelError (one sentence) for a name that
+    is neither. Asks no server."""
+    from engine.hub_models import parse_choice
+
+    return _choice(parse_choice(choice))
+
+
+def download_hub_model(choice: str, on_bytes=None) -> Path:
+    """The local path of a Hub model's file (``choice`` as :func:`hub_model`), downloaded once
+    into the Hub cache by huggingface_hub and reused afterwards. ``on_bytes(done, total)`` reports
+    the download's bytes. HubModelError says in one sentence what is wrong (offline and not
+    cached, no such repository or file)."""
+    from engine.hub_models import hub_model_path, parse_choice
+
+    return hub_model_path(parse_choice(choice), progress=False, on_bytes=on_bytes)
+
+
+def hub_llm_spec(choice: str, **options):
+    """The LLMSpec that opens a Hub model (``choice`` as :func:`hub_model`)."""
+    from engine.hub_models import CURATED, parse_choice
+    from engine.llm import LLMSpec
+
+    model = parse_choice(choice)
+    if CURATED.get(model.name) == model:
+        return LLMSpec(kind="hub", name=model.name, **options)
+    return LLMSpec(kind="hub", repo=model.repo, filename=model.filename, **options)

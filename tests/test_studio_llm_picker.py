@@ -1,0 +1,120 @@
+"""The Knowledge tab's LLM picker (studio.llm_picker) and its suggested synonyms, through the
+handlers: a Hub model downloaded by huggingface_hub's real code from a local server on 127.0.0.1
+that answers the way the Hub does (tests/hub_server.py), with its progress; the cache used the
+second time; offline and not cached, one sentence next to the picker; a shared studio that
+downloads only the curated models; and the LLM's synonyms ticked to accept them."""
+from __future__ import annotations
+
+import pytest
+
+from engine import workflow as wf
+from engine.hub_models import CURATED
+from studio import knowledge, llm_picker, projects
+from studio.context import Ctx, StudioSettings
+from tests.hub_server import FILE, REPO, FakeHub, online, tiny_gguf
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return Ctx.open(StudioSettings(db_path=str(tmp_path / "s.db"), clip_model="tiny-rn", clip_pretrained=None))
+
+
+def shared(ctx, **over) -> Ctx:
+    return Ctx(settings=StudioSettings(db_path=ctx.settings.db_path, data_dir=ctx.settings.data_dir,
+                                       private_projects=True, **over), store=ctx.store)
+
+
+def test_any_file_downloads_with_progress_then_comes_from_the_cache(ctx, monkeypatch, tmp_path):
+    data = tiny_gguf(12_000_000)  # more than huggingface_hub's 10 MiB chunk: a value between 0 and the end
+    h = FakeHub({(REPO, FILE): data})
+    online(monkeypatch, h, tmp_path / "hub-cache")
+    try:
+        out = list(llm_picker.download(ctx, llm_picker.ANY_FILE, f" {REPO}/{FILE} "))
+        assert out[0][0].startswith("Downloading") and out[-1][0].startswith("✅"), out
+        assert "Downloaded" in out[-1][0] and out[-1][1:] == (len(data), len(data))
+        done = [d for _, d, _ in out]
+        assert len(set(done)) > 1 and done == sorted(done) and done[-1] == len(data), done
+        assert len(h.gets()) == 1
+        again = list(llm_picker.download(ctx, llm_picker.ANY_FILE, f"{REPO}/{FILE}"))
+        assert len(again) == 1 and "is in the Hub cache" in again[0][0] and again[0][1] == len(data)
+        assert len(h.gets()) == 1, "the cached file is not downloaded again"
+        spec = knowledge.llm_spec(ctx, "hub", "", "", "", "", llm_picker.ANY_FILE, f"{REPO}/{FILE}")
+        assert (spec.kind, spec.repo, spec.filename) == ("hub", REPO, FILE)
+    finally:
+        h.close()
+
+
+def test_a_curated_model_is_listed_downloaded_and_then_marked(ctx, monkeypatch, tmp_path):
+    model = CURATED["qwen2.5-1.5b"]
+    data = tiny_gguf()
+    h = FakeHub({(model.repo, model.filename): data})
+    online(monkeypatch, h, tmp_path / "hub-cache")
+    try:
+        choices = llm_picker.hub_choices(ctx)
+        assert [v for _, v in choices] == list(CURATED) + [llm_picker.ANY_FILE]
+        label = dict((v, k) for k, v in choices)["qwen2.5-1.5b"]
+        assert "1.1 GB" in label and "instruct" in label and "downloaded" not in label
+        out = list(llm_picker.download(ctx, "qwen2.5-1.5b", "ignored"))
+        assert out[-1][0].startswith("✅") and out[-1][1] == len(data) and len(out) >= 2
+        assert "downloaded" in dict((v, k) for k, v in llm_picker.hub_choices(ctx))["qwen2.5-1.5b"]
+        spec = knowledge.llm_spec(ctx, "hub", "smollm2", "", "", "", "qwen2.5-1.5b", "")
+        assert (spec.kind, spec.name, spec.repo) == ("hub", "qwen2.5-1.5b", None)
+    finally:
+        h.close()
+
+
+def test_offline_and_not_cached_is_said_next_to_the_picker(ctx, hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = list(llm_picker.download(ctx, llm_picker.ANY_FILE, f"{REPO}/{FILE}"))
+    assert len(out) == 2 and out[-1][0].startswith("⚠️"), out
+    assert "not in the Hub cache and this machine is offline" in out[-1][0]
+    assert hub.log == [], "offline asks the server nothing"
+    out = list(llm_picker.download(ctx, llm_picker.ANY_FILE, "no slashes"))
+    assert out == [(out[0][0], 0, 0)] and "OWNER/REPO/FILE.gguf" in out[0][0]
+
+
+def test_download_changes_nothing_but_the_message_and_the_bar(ctx):
+    """The Download event's outputs are the picker's message and progress bar only: whatever was
+    typed anywhere else on the page stays."""
+    from studio.layout import build_app
+
+    demo = build_app(ctx=ctx)
+    ids = {getattr(b, "elem_id", None): b._id for b in demo.blocks.values()}
+    deps = [d for d in demo.config["dependencies"] if ids["hub-download"] in [t[0] for t in d["targets"]]]
+    assert len(deps) == 1 and sorted(deps[0]["outputs"]) == sorted([ids["hub-msg"], ids["hub-progress"]])
+    assert deps[0]["inputs"] == [ids["hub-model"], ids["hub-file"]]
+
+
+def test_a_shared_studio_downloads_only_curated_models_unless_the_operator_allows(ctx, hub):
+    strict = shared(ctx)
+    assert llm_picker.ANY_FILE not in [v for _, v in llm_picker.hub_choices(strict)]
+    out = list(llm_picker.download(strict, llm_picker.ANY_FILE, f"{REPO}/{FILE}"))
+    assert len(out) == 1 and "only the curated Hub models" in out[0][0] and hub.log == []
+    with pytest.raises(ValueError, match="only the curated"):
+        strict.settings.llm_spec(kind="hub", name=f"{REPO}/{FILE}")
+    assert strict.settings.llm_spec(kind="hub", name="qwen2.5-3b").name == "qwen2.5-3b"
+    allowed = shared(ctx, hub_any_file=True)
+    out = list(llm_picker.download(allowed, llm_picker.ANY_FILE, f"{REPO}/{FILE}"))
+    assert out[-1][0].startswith("✅") and out[-1][1] == len(hub.data)
+    env = {"IFS_PRIVATE_PROJECTS": "1"}
+    assert StudioSettings.from_env(env).hub_any_file is False
+    assert StudioSettings.from_env({**env, "IFS_HUB_ANY_FILE": "1"}).hub_any_file is True
+    assert StudioSettings.from_env({}).hub_any_file is True
+
+
+def test_suggested_synonyms_are_ticked_to_accept(ctx):
+    state, msg = projects.create(ctx, {}, "own", "yard", "forklift, pallet")
+    assert "Created" in msg, msg
+    pid = state["project"]
+    wf.store_knowledge(ctx.store, pid, {"synonyms": {"forklift": ["lift truck", "crane", "truck"]},
+                                        "suggested_synonyms": {"forklift": ["crane", "truck"]}})
+    keep, _, syn, _, _, suggested = knowledge.details_view(ctx, state, "forklift")
+    assert syn == "lift truck" and suggested["choices"] == ["crane", "truck"] and suggested["value"] == []
+    assert knowledge.refresh(ctx, state, None)[-1]["choices"] == ["crane", "truck"]
+    assert "not" in knowledge.SUGGESTIONS_NOTE and "accepted" in knowledge.SUGGESTIONS_NOTE
+    msg = knowledge.save_category(ctx, state, "forklift", "", keep["value"], syn, "", "", ["truck"])
+    assert "Saved" in msg
+    _, _, syn2, _, _, suggested2 = knowledge.details_view(ctx, state, "forklift")
+    assert syn2 == "lift truck, truck" and suggested2["choices"] == ["crane"]
+    assert wf.category_details(ctx.store, pid, "forklift")["synonyms"] == ["lift truck", "truck"]
+    assert knowledge.synonym_suggestions(ctx, state, "pallet")["choices"] == []
