@@ -121,12 +121,16 @@ def build(ctx) -> dict:
                                   interactive=not s.private_projects)
         w["llm_model"] = gr.Textbox(value=s.llm_model or "", label="Endpoint model name")
     choices = hub_choices(ctx)
-    picked = s.llm_name if s.llm_kind == "hub" and s.llm_name in [v for _, v in choices] else choices[0][1]
+    picked, typed = choices[0][1], ""
+    if s.llm_kind == "hub" and s.llm_name in [v for _, v in choices]:
+        picked = s.llm_name
+    elif s.llm_kind == "hub" and s.hub_any_file and s.llm_name.count("/") >= 2:  # IFS_LLM_NAME=OWNER/REPO/FILE
+        picked, typed = ANY_FILE, s.llm_name
     with gr.Group(visible=s.llm_kind == "hub") as w["hub_group"]:
         with gr.Row():
             w["hub_model"] = gr.Dropdown(choices, value=picked, label="Hub model (GGUF)", elem_id="hub-model",
                                          scale=2)
-            w["hub_file"] = gr.Textbox(label="Any repository + file: OWNER/REPO/FILE.gguf", elem_id="hub-file",
+            w["hub_file"] = gr.Textbox(value=typed, label="Any repository + file: OWNER/REPO/FILE.gguf", elem_id="hub-file",
                                        placeholder="Qwen/Qwen2.5-7B-Instruct-GGUF/qwen2.5-7b-instruct-q4_k_m.gguf",
                                        interactive=bool(s.hub_any_file), scale=2)
             w["hub_download"] = gr.Button("Download", elem_id="hub-download", scale=0, min_width=120)

@@ -118,3 +118,16 @@ def test_suggested_synonyms_are_ticked_to_accept(ctx):
     assert syn2 == "lift truck, truck" and suggested2["choices"] == ["crane"]
     assert wf.category_details(ctx.store, pid, "forklift")["synonyms"] == ["lift truck", "truck"]
     assert knowledge.synonym_suggestions(ctx, state, "pallet")["choices"] == []
+
+
+def test_the_picker_starts_on_the_configured_hub_model(ctx):
+    import gradio as gr
+
+    for name, picked, typed in (("qwen2.5-3b", "qwen2.5-3b", ""),
+                                (f"{REPO}/{FILE}", llm_picker.ANY_FILE, f"{REPO}/{FILE}")):
+        c = Ctx(settings=StudioSettings(db_path=ctx.settings.db_path, llm_kind="hub", llm_name=name), store=ctx.store)
+        with gr.Blocks():
+            w = llm_picker.build(c)
+        assert (w["hub_model"].value, w["hub_file"].value) == (picked, typed)
+        spec = llm_picker.llm_spec(c, "hub", "", "", "", "", w["hub_model"].value, w["hub_file"].value)
+        assert spec == c.settings.llm_spec(), "the picker's first choice is the configured model"

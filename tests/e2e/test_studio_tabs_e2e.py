@@ -14,6 +14,7 @@ reload, and a project whose category names are HTML shown as text - with the pre
 messages gone. Every result message sits right below the button that produced it."""
 from __future__ import annotations
 
+import re
 import zipfile
 from types import SimpleNamespace
 
@@ -60,11 +61,40 @@ def zip_with_escaping_member(folder, image):
     return z
 
 
+def hub_model_offline(page, shots):
+    """The Hub picker on this offline server: a file that is not cached is refused next to the
+    picker in one sentence (by Download, and by Generate, which downloads first), and what was
+    typed stays; then back to the recorded answers."""
+    assert not page.locator("#hub-model").is_visible(), "the Hub picker shows for the Hub kind only"
+    page.locator("#llm-kind").get_by_label("Hugging Face Hub model").check()
+    page.wait_for_selector("#hub-model", state="visible")
+    assert "qwen2.5-1.5b (1.1 GB)" in field(page, "hub-model").input_value()
+    field(page, "hub-model").click()
+    page.get_by_role("option", name=re.compile("Any repository")).click()
+    typed = "tester/tiny-GGUF/tiny-q4_k_m.gguf"
+    field(page, "hub-file").fill(typed)
+    page.locator("#hub-download").click()
+    msg = wait_text(page, "#hub-msg", "offline")
+    assert "tester/tiny-GGUF/tiny-q4_k_m.gguf is not in the Hub cache and this machine is offline" in msg
+    near(page, "#hub-download", "#hub-msg", max_gap=200)
+    assert field(page, "hub-file").input_value() == typed
+    shots(page, "hub-model-offline")
+    typed = "tester/tiny-GGUF/other-q4_k_m.gguf"
+    field(page, "hub-file").fill(typed)
+    page.locator("#gen-knowledge").click()  # generating downloads the model first: refused the same way
+    assert "next to the picker" in wait_text(page, "#knowledge-msg", "picker")
+    assert "this machine is offline" in wait_text(page, "#hub-msg", "other-q4_k_m.gguf is not in the Hub cache")
+    assert field(page, "hub-file").input_value() == typed
+    page.locator("#llm-kind").get_by_label("Recorded answers (replay)").check()
+    page.wait_for_selector("#hub-model", state="hidden")
+
+
 def knowledge_and_sentences(page, app_server, shots):
     from engine.storage import Store
     from tests.test_studio_handlers import write_corpus
 
     tab(page, "2 Knowledge")
+    hub_model_offline(page, shots)
     assert page.locator("#ks-steps label").count() >= 2
     type_number(page, "ks-n_attributes", "0")
     assert "at least 1" in wait_text(page, "#ks-fields-msg", "attributes")
@@ -78,15 +108,24 @@ def knowledge_and_sentences(page, app_server, shots):
     wait_text(page, "#knowledge-msg", "Nothing is running")
     # knowledge written into the same database by another connection, then the redraw
     with Store(app_server["tmp"] / "studio.sqlite") as store:
-        write_corpus(SimpleNamespace(store=store), store.find_project("tabs pets").id)
+        pid = store.find_project("tabs pets").id
+        write_corpus(SimpleNamespace(store=store), pid)
+        store.set_project_settings(pid, {"suggested_synonyms": {"cat": ["kitty", "lion"]}})
     page.get_by_role("button", name="Refresh list").click()
     page.wait_for_selector("#kn-keep input[type=checkbox]", timeout=60_000)
     assert "default template" in wait_text(page, "#kn-prompt-used", "Prompt in use")
+    assert field(page, "kn-category").input_value() == "cat"
+    assert "not used for labels" in wait_text(page, "#kn-suggested", "lion")
     box = page.locator("#kn-keep input[type=checkbox]").first
     assert box.is_checked()
     box.uncheck()
+    page.locator("#kn-suggested").get_by_label("kitty").check()
     page.locator("#save-category").click()
     wait_text(page, "#kn-cat-msg", "Saved")
+    page.wait_for_function("() => document.querySelector('#kn-synonyms textarea, #kn-synonyms input')"
+                           ".value === 'kitty'")
+    page.wait_for_function("() => !document.querySelector('#kn-suggested').innerText.includes('kitty')")
+    assert "lion" in page.locator("#kn-suggested").inner_text(), "the suggestion not ticked stays one"
     shots(page, "knowledge-edited")
 
     tab(page, "3 Sentences")
