@@ -198,6 +198,35 @@ def save_category(ctx, state, category, new_attributes, kept, synonyms, super_, 
     return ok(f"Saved **{md(category)}**.")
 
 
+def run_generation(ctx, job, state, llm_values, field_values: dict, category=None, request=None):
+    """The Generate (and Regenerate) button: yields (message, progress, count message, Hub message,
+    Hub progress). ``llm_values``: the picker's widgets (:func:`studio.llm_picker.inputs`);
+    ``field_values``: ``{field: value}`` of the settings widgets. A Hub model's file comes first
+    (downloaded with its progress next to the picker, or refused there in one sentence)."""
+    kind, hub_picked, hub_typed = llm_values[0], llm_values[5], llm_values[6]
+    problems = settings_problems(field_values)
+    if problems:
+        yield err("Fix the numbers marked above first."), gr.update(), problems_text(problems), gr.update(), gr.update()
+        return
+    try:
+        spec = llm_spec(ctx, *llm_values)
+        settings = make_settings(field_values)
+    except Exception as exc:
+        yield explain(exc), gr.update(), "", gr.update(), gr.update()
+        return
+    if kind == "hub":
+        for text, done, total in llm_picker.download(ctx, hub_picked, hub_typed):
+            yield gr.update(), gr.update(), "", text, llm_picker.progress_update(done, total)
+        if text.startswith("⚠️"):
+            yield err("The Hub model is not here: see the message next to the picker."), gr.update(), "", \
+                gr.update(), gr.update()
+            return
+    with job.running(request) as cancel:
+        for text, done, total in generate(ctx, state, spec, settings, cancel, category):
+            yield md(text) if not text.startswith(("✅", "⚠️")) else text, \
+                gr.update(value=done, maximum=max(total, 1)), "", gr.update(), gr.update()
+
+
 # ---- widgets and events ------------------------------------------------------------------------
 
 def build(ctx) -> dict:
@@ -255,29 +284,9 @@ def wire(ctx, w: dict, page: Page) -> None:
     job = CancellableJob(ctx, "knowledge")
     llm_picker.wire(ctx, w)
 
-    def run(st, kind, name, path, url, model, hub_picked, hub_typed, *vals, category=None, request=None):
-        """Yields (message, progress, count message, Hub message, Hub progress)."""
-        problems = settings_problems(dict(zip(field_names, vals)))
-        if problems:
-            yield err("Fix the numbers marked above first."), gr.update(), problems_text(problems), gr.update(), gr.update()
-            return
-        try:
-            spec = llm_spec(ctx, kind, name, path, url, model, hub_picked, hub_typed)
-            settings = make_settings(dict(zip(field_names, vals)))
-        except Exception as exc:
-            yield explain(exc), gr.update(), "", gr.update(), gr.update()
-            return
-        if kind == "hub":  # the model's file first, its progress next to the picker
-            for text, done, total in llm_picker.download(ctx, hub_picked, hub_typed):
-                yield gr.update(), gr.update(), "", text, llm_picker.progress_update(done, total)
-            if text.startswith("⚠️"):
-                yield err("The Hub model is not here: see the message next to the picker."), gr.update(), "", \
-                    gr.update(), gr.update()
-                return
-        with job.running(request) as cancel:
-            for text, done, total in generate(ctx, st, spec, settings, cancel, category):
-                yield md(text) if not text.startswith(("✅", "⚠️")) else text, \
-                    gr.update(value=done, maximum=max(total, 1)), "", gr.update(), gr.update()
+    def run(st, *args, category=None, request=None):
+        n = len(llm_picker.inputs(w))
+        yield from run_generation(ctx, job, st, args[:n], dict(zip(field_names, args[n:])), category, request)
 
     # gr.Request first: Gradio inserts it by position, which works before *args
     def run_all(request: gr.Request, st, *args):

@@ -5,11 +5,14 @@ second time; offline and not cached, one sentence next to the picker; a shared s
 downloads only the curated models; and the LLM's synonyms ticked to accept them."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine import workflow as wf
 from engine.hub_models import CURATED
 from studio import knowledge, llm_picker, projects
+from studio.common import CancellableJob
 from studio.context import Ctx, StudioSettings
 from tests.hub_server import FILE, REPO, FakeHub, online, tiny_gguf
 
@@ -131,3 +134,43 @@ def test_the_picker_starts_on_the_configured_hub_model(ctx):
         assert (w["hub_model"].value, w["hub_file"].value) == (picked, typed)
         spec = llm_picker.llm_spec(c, "hub", "", "", "", "", w["hub_model"].value, w["hub_file"].value)
         assert spec == c.settings.llm_spec(), "the picker's first choice is the configured model"
+
+
+def hub_generation(ctx, state, choice: str):
+    counts, _, _ = knowledge.settings_fields()
+    fields = {**{n: 1 for n, _ in counts}, "steps": ["attributes"]}
+    llm = ("hub", "", "", "", "", llm_picker.ANY_FILE, choice)
+    return list(knowledge.run_generation(ctx, CancellableJob(ctx, "knowledge"), state, llm, fields))
+
+
+def test_generating_with_a_hub_model_downloads_it_first(ctx, monkeypatch, tmp_path):
+    """Generate with a Hub model that is not cached: the file is downloaded first (its progress
+    next to the picker), then the real model (the bundled SmolLM2's GGUF, served by the local Hub)
+    answers; the second time the cached file is used. Asserts on structure, not on the words."""
+    from engine.bundled_models import bundled_model_path
+
+    repo, fname = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", "smollm2-135m-instruct-q8_0.gguf"
+    data = Path(bundled_model_path("smollm2")).read_bytes()
+    h = FakeHub({(repo, fname): data})
+    online(monkeypatch, h, tmp_path / "hub-cache")
+    try:
+        state, _ = projects.create(ctx, {}, "own", "hub run", "cat")
+        out = hub_generation(ctx, state, f"{repo}/{fname}")
+        hub_msgs = [o[3] for o in out if isinstance(o[3], str)]
+        assert hub_msgs[0].startswith("Downloading") and hub_msgs[-1].startswith("✅ Downloaded"), hub_msgs
+        assert out[-1][0].startswith("✅") and "Knowledge ready" in out[-1][0], out[-1]
+        assert ctx.store.list_answers(state["project"]) and len(h.gets()) == 1
+        again = hub_generation(ctx, state, f"{repo}/{fname}")
+        assert "is in the Hub cache" in again[0][3] and "Knowledge ready" in again[-1][0]
+        assert len(h.gets()) == 1, "the cached file is used"
+    finally:
+        h.close()
+
+
+def test_generating_offline_with_a_hub_model_not_cached_asks_nothing(ctx, hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    state, _ = projects.create(ctx, {}, "own", "offline run", "cat")
+    out = hub_generation(ctx, state, f"{REPO}/{FILE}")
+    assert "next to the picker" in out[-1][0] and "this machine is offline" in out[-2][3]
+    assert all(o[2] == "" for o in out), "the count messages stay empty"
+    assert ctx.store.list_answers(state["project"]) == [] and hub.log == []
