@@ -78,7 +78,11 @@ def download(ctx, picked, typed):
         return
     what = f"{info.repo}/{info.filename}"
     if info.cached:
-        size = Path(wf.download_hub_model(choice)).stat().st_size  # opened from the cache
+        try:
+            size = Path(wf.download_hub_model(choice)).stat().st_size  # opened from the cache
+        except Exception as exc:
+            yield explain(exc), 0, 0
+            return
         yield ok(f"{md(what)} is in the Hub cache ({_mb(size)}): generating uses it."), size, size
         return
     yield f"Downloading {md(what)} from the Hub...", 0, 0
