@@ -39,6 +39,10 @@ class HubModelError(EngineError, RuntimeError):
     """A Hub model could not be had: the message says why and what to do."""
 
 
+class DownloadCancelled(HubModelError):
+    """The person cancelled a download (``should_stop``); huggingface_hub removed the partial file."""
+
+
 @dataclass(frozen=True)
 class HubModel:
     name: str
@@ -114,10 +118,11 @@ def is_cached(model: HubModel, revision: str | None = None) -> bool:
     return isinstance(found, str)
 
 
-def _byte_counter(on_bytes: Callable[[int, int | None], None]):
+def _byte_counter(on_bytes: Callable[[int, int | None], None], should_stop: Callable[[], bool] | None = None):
     """A progress-bar class for huggingface_hub's `tqdm_class` that draws nothing and reports
     `on_bytes(bytes so far, file size)` when it opens and after every chunk (plain HTTP and Xet
-    downloads alike: `update_transfer` makes a Xet download use this one bar)."""
+    downloads alike: `update_transfer` makes a Xet download use this one bar). When
+    `should_stop()` turns true the next chunk raises DownloadCancelled, which ends the download."""
     from huggingface_hub.utils import tqdm as hub_tqdm
 
     class ByteCounter(hub_tqdm):
@@ -130,6 +135,8 @@ def _byte_counter(on_bytes: Callable[[int, int | None], None]):
         def update(self, n=1):
             self.done += int(n or 0)
             on_bytes(self.done, self.total)
+            if should_stop is not None and should_stop():
+                raise DownloadCancelled("Download cancelled; the partial file was removed.")
 
         def update_transfer(self, n=1):  # network bytes of a Xet download: the file bytes count
             pass
@@ -141,12 +148,13 @@ def _byte_counter(on_bytes: Callable[[int, int | None], None]):
 
 
 def hub_model_path(model: HubModel, progress: bool = True, revision: str | None = None,
-                   on_bytes: Callable[[int, int | None], None] | None = None) -> Path:
+                   on_bytes: Callable[[int, int | None], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Path:
     """The local path of `model`'s file, downloaded once into the Hub cache (module docstring).
 
     progress: show huggingface_hub's progress bar while downloading; on_bytes(done, total): called
-    instead of the bar as bytes arrive (total: the file's size, None when the server gives none).
-    Raises HubModelError."""
+    instead of the bar as bytes arrive (total: the file's size, None when the server gives none);
+    should_stop(): polled after every chunk, True cancels (DownloadCancelled). Raises HubModelError."""
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError,
@@ -167,7 +175,8 @@ def hub_model_path(model: HubModel, progress: bool = True, revision: str | None 
                                local_files_only=offline or not _endpoint_reachable(),
                                endpoint=os.environ.get("HF_ENDPOINT") or None,
                                cache_dir=os.environ.get("HF_HUB_CACHE") or None,
-                               tqdm_class=_byte_counter(on_bytes) if on_bytes else None)
+                               tqdm_class=_byte_counter(on_bytes or (lambda d, t: None), should_stop)
+                               if (on_bytes or should_stop) else None)
     except LocalEntryNotFoundError as e:
         if offline:
             raise HubModelError(f"{where} is not in the Hub cache and this machine is offline (HF_HUB_OFFLINE "

@@ -214,14 +214,18 @@ def run_generation(ctx, job, state, llm_values, field_values: dict, category=Non
     except Exception as exc:
         yield explain(exc), gr.update(), "", gr.update(), gr.update()
         return
-    if kind == "hub":
-        for text, done, total in llm_picker.download(ctx, hub_picked, hub_typed):
-            yield gr.update(), gr.update(), "", text, llm_picker.progress_update(done, total)
-        if text.startswith("⚠️"):
-            yield err("The Hub model is not here: see the message next to the picker."), gr.update(), "", \
-                gr.update(), gr.update()
-            return
-    with job.running(request) as cancel:
+    with job.running(request) as cancel:  # Cancel stops the Hub download as well as the questions
+        if kind == "hub":
+            for text, done, total in llm_picker.download(ctx, hub_picked, hub_typed, cancel):
+                yield gr.update(), gr.update(), "", text, llm_picker.progress_update(done, total)
+            if cancel.is_set():
+                yield ok("Cancelled while downloading the Hub model; nothing was asked."), gr.update(), "", \
+                    gr.update(), gr.update()
+                return
+            if text.startswith("⚠️"):
+                yield err("The Hub model is not here: see the message next to the picker."), gr.update(), "", \
+                    gr.update(), gr.update()
+                return
         for text, done, total in generate(ctx, state, spec, settings, cancel, category):
             yield md(text) if not text.startswith(("✅", "⚠️")) else text, \
                 gr.update(value=done, maximum=max(total, 1)), "", gr.update(), gr.update()

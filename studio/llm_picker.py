@@ -3,7 +3,8 @@ Hugging Face Hub, or an OpenAI-compatible endpoint.
 
 A Hub model is one of the curated list (name, size, what it is for) or, where the operator allows
 it, any repository and file typed as ``OWNER/REPO/FILE.gguf``. "Download" fetches the file once
-through huggingface_hub into the Hub cache, with a progress bar fed by the download's byte count;
+through huggingface_hub into the Hub cache, with a progress bar fed by the download's byte count
+("Cancel download" stops it and removes the partial file);
 generating with a Hub model that is not cached downloads it first the same way. A file already in
 the cache is used from there. When the file is not cached and this machine is offline (or the
 repository or file does not exist), one sentence says so next to the picker and nothing else on
@@ -20,7 +21,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine import workflow as wf
-from studio.common import Worker, explain, md, ok
+from studio.common import CancellableJob, Worker, explain, md, ok
 
 LLM_KINDS = [("Bundled model", "bundled"), ("GGUF file", "gguf"), ("Hugging Face Hub model", "hub"),
              ("OpenAI-compatible endpoint", "openai")]
@@ -65,10 +66,11 @@ def _mb(n: int | None) -> str:
     return f"{(n or 0) / 1e6:,.1f} MB"
 
 
-def download(ctx, picked, typed):
+def download(ctx, picked, typed, cancel: threading.Event | None = None):
     """Generator of (message, bytes so far, file size) for the Hub model the picker names: a
     cached file is reported at once (nothing downloaded), else huggingface_hub downloads it with
-    its byte count reported; ends with a ✅ message or a ⚠️ one that says why not."""
+    its byte count reported, stopping when ``cancel`` is set; ends with a ✅ message or a ⚠️ one
+    that says why not."""
     try:
         choice = hub_choice(ctx, picked, typed)
         ctx.settings.llm_spec(kind="hub", name=choice)  # refuses a file the operator does not allow
@@ -88,10 +90,11 @@ def download(ctx, picked, typed):
     yield f"Downloading {md(what)} from the Hub...", 0, 0
 
     def job(emit, should_stop):
-        return wf.download_hub_model(choice, on_bytes=lambda done, total: emit((done, total)))
+        return wf.download_hub_model(choice, on_bytes=lambda done, total: emit((done, total)),
+                                     should_stop=should_stop)
 
     done = total = 0
-    for kind, payload in Worker(job, threading.Event()):
+    for kind, payload in Worker(job, cancel or threading.Event()):
         if kind == "item":
             done, total = payload
             of = f" of {_mb(total)}" if total else ""
@@ -138,6 +141,8 @@ def build(ctx) -> dict:
                                        placeholder="Qwen/Qwen2.5-7B-Instruct-GGUF/qwen2.5-7b-instruct-q4_k_m.gguf",
                                        interactive=bool(s.hub_any_file), scale=2)
             w["hub_download"] = gr.Button("Download", elem_id="hub-download", scale=0, min_width=120)
+            w["hub_cancel"] = gr.Button("Cancel download", variant="stop", elem_id="hub-cancel", scale=0,
+                                        min_width=120)
         w["hub_msg"] = gr.Markdown(elem_id="hub-msg")
         w["hub_progress"] = gr.Slider(0, 1, value=0, label="Downloaded (MB)", interactive=False,
                                       elem_id="hub-progress")
@@ -149,11 +154,15 @@ def wire(ctx, w: dict) -> None:
     (and changes nothing else on the page)."""
     w["llm_kind"].change(lambda kind: gr.update(visible=kind == "hub"), [w["llm_kind"]], [w["hub_group"]])
 
-    def fetch(picked, typed):
-        for text, done, total in download(ctx, picked, typed):
-            yield text, progress_update(done, total)
+    job = CancellableJob(ctx, "hub-download")
+
+    def fetch(request: gr.Request, picked, typed):
+        with job.running(request) as cancel:
+            for text, done, total in download(ctx, picked, typed, cancel):
+                yield text, progress_update(done, total)
 
     w["hub_download"].click(fetch, [w["hub_model"], w["hub_file"]], [w["hub_msg"], w["hub_progress"]])
+    job.wire_cancel(w["hub_cancel"], w["hub_msg"])
     w["hub_model"].change(lambda picked: ("", gr.update(value=0, maximum=1)), [w["hub_model"]],
                           [w["hub_msg"], w["hub_progress"]])
 

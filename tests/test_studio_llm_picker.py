@@ -174,3 +174,32 @@ def test_generating_offline_with_a_hub_model_not_cached_asks_nothing(ctx, hub, m
     assert "next to the picker" in out[-1][0] and "this machine is offline" in out[-2][3]
     assert all(o[2] == "" for o in out), "the count messages stay empty"
     assert ctx.store.list_answers(state["project"]) == [] and hub.log == []
+
+
+def test_a_download_can_be_cancelled_and_leaves_no_partial_file(ctx, monkeypatch, tmp_path):
+    """A long download stops at the next chunk once cancelled (the engine, and the picker's
+    handler with its cancel flag set), nothing half-written stays in the cache, and a later
+    download fetches the whole file."""
+    import threading
+
+    data = tiny_gguf(25_000_000)  # three of huggingface_hub's 10 MiB chunks
+    h = FakeHub({(REPO, FILE): data})
+    cache = tmp_path / "hub-cache"
+    online(monkeypatch, h, cache)
+    try:
+        seen = []
+        with pytest.raises(wf.HubModelError, match="cancelled"):
+            wf.download_hub_model(f"{REPO}/{FILE}", on_bytes=lambda d, t: seen.append(d),
+                                  should_stop=lambda: seen[-1] > 0)
+        assert 0 < max(seen) < len(data)
+        assert not [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size >= 10_000_000]
+        assert not wf.hub_model(f"{REPO}/{FILE}").cached
+        cancel = threading.Event()
+        cancel.set()
+        out = list(llm_picker.download(ctx, llm_picker.ANY_FILE, f"{REPO}/{FILE}", cancel))
+        assert out[-1][0].startswith("⚠️") and "cancelled" in out[-1][0] and out[-1][1] < len(data), out[-1]
+        done = list(llm_picker.download(ctx, llm_picker.ANY_FILE, f"{REPO}/{FILE}"))
+        assert done[-1][0].startswith("✅") and done[-1][1] == len(data)
+        assert Path(wf.download_hub_model(f"{REPO}/{FILE}")).read_bytes() == data
+    finally:
+        h.close()

@@ -174,14 +174,15 @@ def hub_model(choice: str) -> HubChoice:
     return _choice(parse_choice(choice))
 
 
-def download_hub_model(choice: str, on_bytes=None) -> Path:
+def download_hub_model(choice: str, on_bytes=None, should_stop=None) -> Path:
     """The local path of a Hub model's file (``choice`` as :func:`hub_model`), downloaded once
     into the Hub cache by huggingface_hub and reused afterwards. ``on_bytes(done, total)`` reports
-    the download's bytes. HubModelError says in one sentence what is wrong (offline and not
-    cached, no such repository or file)."""
+    the download's bytes; ``should_stop()`` true cancels it (DownloadCancelled, a HubModelError).
+    HubModelError says in one sentence what is wrong (offline and not cached, no such repository
+    or file)."""
     from engine.hub_models import hub_model_path, parse_choice
 
-    return hub_model_path(parse_choice(choice), progress=False, on_bytes=on_bytes)
+    return hub_model_path(parse_choice(choice), progress=False, on_bytes=on_bytes, should_stop=should_stop)
 
 
 def hub_llm_spec(choice: str, **options):
