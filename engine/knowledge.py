@@ -193,7 +193,8 @@ class _Build:
     def ask_sentences(self, step: str, source: str, asks: list[tuple[list[str], int, dict]]) -> bool:
         """Ask each (categories, count, template fields) and keep what passes the gate, at most the
         count asked for, asking again for the missing count with the next seed while short (at most
-        max_retries times).
+        max_retries times). When the run is stopped, the answers that came before the stop are
+        still gated and kept (False is returned).
         Answers are gated in question order, so the result does not depend on answer timing."""
         gate = self.sentence_gate()
         kept = [0] * len(asks)
@@ -202,8 +203,11 @@ class _Build:
             qs = [self.run.make(step, asks[i][0], asks[i][1] - kept[i], self.s.tokens_per_sentence,
                                 seed_offset=round_, **asks[i][2]) for i in todo]
             res = self.ask(qs, step)
-            if res is None:
-                return False
+            cancelled = res is None
+            if cancelled:  # keep what was answered before the stop (a partial run's sentences)
+                by_question = {id(q): raw for q, raw in self.run.partial}
+                answered = [(i, q) for i, q in zip(todo, qs) if id(q) in by_question]
+                todo, res = [i for i, _ in answered], [(q, by_question[id(q)]) for _, q in answered]
             for i, (q, raw) in zip(todo, res):
                 for text in parse_sentences(raw, self.s.parse):
                     if kept[i] >= asks[i][1]:
@@ -214,6 +218,8 @@ class _Build:
                         labels = [c for c in self.cats if c in ev]
                         self.kn.sentences.append(Sentence(text, labels, source, q.cats[0], list(q.cats), ev))
                         kept[i] += 1
+            if cancelled:
+                return False
             todo = [i for i in todo if kept[i] < asks[i][1]]
             if not todo:
                 break

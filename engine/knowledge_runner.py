@@ -98,6 +98,7 @@ class _Runner:
         self.answers: list[Answer] = []
         self.asked = 0
         self.cancelled = False
+        self.partial: list = []  # the answered (question, raw) of the ask_all that was cancelled
         self._regenerated: set[str] = set()
         self._record_lock = threading.Lock()
 
@@ -137,7 +138,8 @@ class _Runner:
         return q
 
     def ask_all(self, questions: list[_Question]) -> list[tuple[_Question, str]] | None:
-        """Answers in question order, or None when cancelled (answers so far are cached)."""
+        """Answers in question order, or None when cancelled (answers so far are cached, and
+        :attr:`partial` holds them in question order, so a cancelled step can still use them)."""
         results: dict[int, str] = {}
         todo = []
         for i, q in enumerate(questions):
@@ -153,11 +155,13 @@ class _Runner:
             for i, q, regen in todo:
                 if self.should_stop():
                     self.cancelled = True
+                    self.partial = [(q, results[i]) for i, q in enumerate(questions) if i in results]
                     return None
                 results[i] = self._generate(q, regen)
         else:
             results.update(self._ask_concurrently(todo, workers))
             if self.cancelled:
+                self.partial = [(q, results[i]) for i, q in enumerate(questions) if i in results]
                 return None
         return [(q, results[i]) for i, q in enumerate(questions)]
 

@@ -95,6 +95,8 @@ def test_stop_after_k_answers_then_resume_asks_only_the_rest(uninterrupted, tmp_
     part = build_knowledge(RESUME_CATS, first, KnowledgeSettings(**RESUME), cache=JsonlAnswerCache(path),
                            should_stop=lambda: first.usage.calls >= 3)
     assert part.cancelled and first.usage.calls == 3 and len(JsonlAnswerCache(path)) == 3
+    # the sentence answer that came before the stop is kept in the partial knowledge
+    assert part.sentences and set(part.texts()) <= set(uninterrupted.texts())
     second = open_llm(SPEC, cached=False)
     done = build_knowledge(RESUME_CATS, second, KnowledgeSettings(**RESUME), cache=JsonlAnswerCache(path))
     assert second.usage.calls == 1 and not done.cancelled
