@@ -140,9 +140,9 @@ def build(ctx) -> dict:
             w["hub_file"] = gr.Textbox(value=typed, label="Any repository + file: OWNER/REPO/FILE.gguf", elem_id="hub-file",
                                        placeholder="Qwen/Qwen2.5-7B-Instruct-GGUF/qwen2.5-7b-instruct-q4_k_m.gguf",
                                        interactive=bool(s.hub_any_file), scale=2)
-            w["hub_download"] = gr.Button("Download", elem_id="hub-download", scale=0, min_width=120)
-            w["hub_cancel"] = gr.Button("Cancel download", variant="stop", elem_id="hub-cancel", scale=0,
-                                        min_width=120)
+            with gr.Column(scale=0, min_width=150):  # stacked, at their own height (not the row's)
+                w["hub_download"] = gr.Button("Download", elem_id="hub-download", size="sm")
+                w["hub_cancel"] = gr.Button("Cancel download", variant="stop", elem_id="hub-cancel", size="sm")
         w["hub_msg"] = gr.Markdown(elem_id="hub-msg")
         w["hub_progress"] = gr.Slider(0, 1, value=0, label="Downloaded (MB)", interactive=False,
                                       elem_id="hub-progress")
