@@ -356,6 +356,8 @@ def _step_scenes(b: _Build) -> bool:
     groups = [names for _, names in parse_groups(res[0][1], lambda t: mentions(t, b.cats, kn.synonyms),
                                                exclusive=False) if len(names) >= 2]
     kn.stats["scene_groups_source"] = "llm"
+    if groups and s.scene_fallback == "super":
+        groups += _super_groups_for_uncovered(b, groups)
     if not groups:
         kn.stats["scene_groups_source"] = s.scene_fallback
         if s.scene_fallback == "super":
@@ -368,6 +370,21 @@ def _step_scenes(b: _Build) -> bool:
             groups = [list(b.cats)]
     kn.scene_groups = groups[:len(b.cats)]  # at most one group per category (the progress plan's bound)
     return True
+
+
+def _super_groups_for_uncovered(b: _Build, groups: list[list[str]]) -> list[list[str]]:
+    """The super-category groups (two or more categories) holding a category that no scene group
+    of the answer names: an answer like "scene: bird, dog, horse" for twenty categories must not
+    leave the other seventeen without scene sentences."""
+    covered = {c for g in groups for c in g}
+    by: dict[str, list[str]] = {}
+    for c in b.cats:
+        if c in b.kn.super_of:
+            by.setdefault(b.kn.super_of[c], []).append(c)
+    added = [g for g in by.values() if len(g) >= 2 and not set(g) <= covered]
+    if added:
+        b.kn.stats["scene_groups_source"] = "llm+super"
+    return added
 
 
 def _step_scene_sentences(b: _Build) -> bool:

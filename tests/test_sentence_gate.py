@@ -233,3 +233,22 @@ def test_llm_synonyms_are_suggestions_and_never_label():
     kn2 = build_knowledge(cats, llm, settings, synonyms={"pallet": ["skid"], "forklift": ["lift truck"]})
     lift = next(s for s in kn2.sentences if s.category == "pallet" and "lift truck" in s.text)
     assert lift.labels == ["pallet", "forklift"] and lift.evidence["forklift"] == "synonym: lift truck"
+
+
+def test_a_scene_answer_that_leaves_categories_out_gets_their_super_category_groups():
+    """Qwen's real answer for VOC's twenty categories was the one line "scene: bird, dog, horse";
+    the categories it left out get their super-category groups, so every group has scene pairs."""
+    from engine.knowledge import KnowledgeSettings, build_knowledge
+
+    class SceneLLM(RecordedLLM):
+        def generate(self, prompt, settings, on_text=None):
+            return "scene: bird, dog, horse"
+
+    cats = ["bird", "dog", "horse", "cat", "car", "bus", "person"]
+    super_of = {"bird": "animal", "dog": "animal", "horse": "animal", "cat": "animal", "car": "vehicle",
+                "bus": "vehicle", "person": "person"}
+    kn = build_knowledge(cats, SceneLLM([]), KnowledgeSettings(steps=("scenes",)), super_of=super_of)
+    assert kn.scene_groups == [["bird", "dog", "horse"], ["bird", "dog", "horse", "cat"], ["car", "bus"]]
+    assert kn.stats["scene_groups_source"] == "llm+super"
+    whole = build_knowledge(cats[:3], SceneLLM([]), KnowledgeSettings(steps=("scenes",)), super_of=super_of)
+    assert whole.scene_groups == [["bird", "dog", "horse"]] and whole.stats["scene_groups_source"] == "llm"
