@@ -172,7 +172,7 @@ class _Build:
     def enabled(self, step: str) -> bool:
         return step in self.s.steps
 
-    def ask(self, questions, name: str = ""):
+    def ask(self, questions):
         """Answers of `questions` in order; [] when there are none; None when cancelled."""
         if not questions:
             return []
@@ -202,14 +202,12 @@ class _Build:
         for round_ in range(self.s.max_retries + 1):
             qs = [self.run.make(step, asks[i][0], asks[i][1] - kept[i], self.s.tokens_per_sentence,
                                 seed_offset=round_, **asks[i][2]) for i in todo]
-            res = self.ask(qs, step)
+            res = self.ask(qs)
             cancelled = res is None
             if cancelled:  # keep what was answered before the stop (a partial run's sentences)
-                by_question = {id(q): raw for q, raw in self.run.partial}
-                answered = [(i, q) for i, q in zip(todo, qs) if id(q) in by_question]
-                todo, res = [i for i, _ in answered], [(q, by_question[id(q)]) for _, q in answered]
+                res = self.run.partial
             for i, (q, raw) in zip(todo, res):
-                for text in parse_sentences(raw, self.s.parse):
+                for text in parse_sentences(raw or "", self.s.parse):
                     if kept[i] >= asks[i][1]:
                         self.kn.stats["surplus"] = self.kn.stats.get("surplus", 0) + 1
                         continue  # the count asked for is met; lines beyond it are not used
@@ -245,7 +243,7 @@ def _step_synonyms(b: _Build) -> bool:
     need = [c for c in b.cats if not kn.synonyms[c]] if (b.enabled("synonyms") and s.n_synonyms > 0) else []
     qs = [b.run.make("synonyms", [c], s.n_synonyms, s.tokens_per_phrase, numbered=False, category=quote(c))
           for c in need]
-    res = b.ask(qs, "synonyms")
+    res = b.ask(qs)
     if res is None:
         return False
     for q, raw in res:
@@ -323,7 +321,7 @@ def _step_filter(b: _Build) -> bool:
         return True
     qs = [b.run.make("filter", [c], s.n_keep, s.tokens_per_phrase, category=quote(c),
                      attributes=", ".join(b.pools[c])) for c in b.cats if b.pools[c]]
-    res = b.ask(qs, "filter")
+    res = b.ask(qs)
     if res is None:
         return False
     for q, raw in res:
@@ -361,27 +359,28 @@ def _step_scenes(b: _Build) -> bool:
     if not groups:
         kn.stats["scene_groups_source"] = s.scene_fallback
         if s.scene_fallback == "super":
-            by: dict[str, list[str]] = {}
-            for c in b.cats:
-                if c in kn.super_of:
-                    by.setdefault(kn.super_of[c], []).append(c)
-            groups = [g for g in by.values() if len(g) >= 2]
+            groups = _super_groups(b)
         if not groups:
             groups = [list(b.cats)]
     kn.scene_groups = groups[:len(b.cats)]  # at most one group per category (the progress plan's bound)
     return True
 
 
-def _super_groups_for_uncovered(b: _Build, groups: list[list[str]]) -> list[list[str]]:
-    """The super-category groups (two or more categories) holding a category that no scene group
-    of the answer names: an answer like "scene: bird, dog, horse" for twenty categories must not
-    leave the other seventeen without scene sentences."""
-    covered = {c for g in groups for c in g}
+def _super_groups(b: _Build) -> list[list[str]]:
+    """The categories grouped by super-category (groups of two or more)."""
     by: dict[str, list[str]] = {}
     for c in b.cats:
         if c in b.kn.super_of:
             by.setdefault(b.kn.super_of[c], []).append(c)
-    added = [g for g in by.values() if len(g) >= 2 and not set(g) <= covered]
+    return [g for g in by.values() if len(g) >= 2]
+
+
+def _super_groups_for_uncovered(b: _Build, groups: list[list[str]]) -> list[list[str]]:
+    """The super-category groups holding a category that no scene group of the answer names: an
+    answer like "scene: bird, dog, horse" for twenty categories must not leave the other seventeen
+    without scene sentences."""
+    covered = {c for g in groups for c in g}
+    added = [g for g in _super_groups(b) if not set(g) <= covered]
     if added:
         b.kn.stats["scene_groups_source"] = "llm+super"
     return added

@@ -98,7 +98,7 @@ class _Runner:
         self.answers: list[Answer] = []
         self.asked = 0
         self.cancelled = False
-        self.partial: list = []  # the answered (question, raw) of the ask_all that was cancelled
+        self.partial: list = []  # (question, raw or None) of the ask_all that was cancelled, in order
         self._regenerated: set[str] = set()
         self._record_lock = threading.Lock()
 
@@ -139,7 +139,8 @@ class _Runner:
 
     def ask_all(self, questions: list[_Question]) -> list[tuple[_Question, str]] | None:
         """Answers in question order, or None when cancelled (answers so far are cached, and
-        :attr:`partial` holds them in question order, so a cancelled step can still use them)."""
+        :attr:`partial` pairs every question with its answer or None, so a cancelled step can
+        still use what came)."""
         results: dict[int, str] = {}
         todo = []
         for i, q in enumerate(questions):
@@ -155,13 +156,13 @@ class _Runner:
             for i, q, regen in todo:
                 if self.should_stop():
                     self.cancelled = True
-                    self.partial = [(q, results[i]) for i, q in enumerate(questions) if i in results]
+                    self.partial = [(q, results.get(i)) for i, q in enumerate(questions)]
                     return None
                 results[i] = self._generate(q, regen)
         else:
             results.update(self._ask_concurrently(todo, workers))
             if self.cancelled:
-                self.partial = [(q, results[i]) for i, q in enumerate(questions) if i in results]
+                self.partial = [(q, results.get(i)) for i, q in enumerate(questions)]
                 return None
         return [(q, results[i]) for i, q in enumerate(questions)]
 
