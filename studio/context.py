@@ -43,6 +43,7 @@ class StudioSettings:
     private_projects: bool = False        # each visitor sees only its own projects (a shared Space)
     hub_any_file: bool | None = None      # visitors may download any Hub repository + file; default:
     #                                       yes in a local studio, no when private_projects (curated only)
+    hub_downloads: bool = True            # the studio may download Hub models; off: only files already in the cache
 
     def __post_init__(self):
         if self.hub_any_file is None:
@@ -87,6 +88,9 @@ class StudioSettings:
         any_file = env.get("IFS_HUB_ANY_FILE")
         if any_file is not None and any_file != "":
             kw["hub_any_file"] = any_file.strip().lower() in ("1", "true", "yes", "on")
+        downloads = env.get("IFS_HUB_DOWNLOADS")
+        if downloads is not None and downloads != "":
+            kw["hub_downloads"] = downloads.strip().lower() in ("1", "true", "yes", "on")
         return cls(**kw)
 
     def backbone_spec(self):
@@ -104,6 +108,9 @@ class StudioSettings:
             choice = name or self.llm_name
             if not self.hub_any_file and not hub_model(choice).curated:
                 raise ValueError("This shared studio downloads only the curated Hub models; pick one of the list.")
+            if not self.hub_downloads and not hub_model(choice).cached:
+                raise ValueError("This studio does not download models (IFS_HUB_DOWNLOADS=0); pick a Hub "
+                                 "model marked downloaded, or a bundled model.")
             return hub_llm_spec(choice)
         default_path = self.llm_replay if kind == "replay" else self.llm_path
         if self.private_projects:

@@ -12,7 +12,8 @@ the page changes.
 
 A shared studio (``StudioSettings.private_projects``) downloads only the curated models unless
 the operator sets ``IFS_HUB_ANY_FILE=1`` (``StudioSettings.hub_any_file``): a visitor cannot make
-the server fetch an arbitrary repository."""
+the server fetch an arbitrary repository. With ``IFS_HUB_DOWNLOADS=0`` (``StudioSettings.hub_downloads``)
+the studio downloads nothing: only the Hub models already in the cache can be picked to generate."""
 from __future__ import annotations
 
 import threading

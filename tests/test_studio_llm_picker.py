@@ -105,6 +105,28 @@ def test_a_shared_studio_downloads_only_curated_models_unless_the_operator_allow
     assert StudioSettings.from_env({}).hub_any_file is True
 
 
+def test_downloads_turned_off_leave_only_cached_models(ctx, monkeypatch, tmp_path):
+    model = CURATED["qwen2.5-1.5b"]
+    h = FakeHub({(model.repo, model.filename): tiny_gguf(), (REPO, FILE): tiny_gguf()})
+    online(monkeypatch, h, tmp_path / "hub-cache")
+    try:
+        assert list(llm_picker.download(ctx, llm_picker.ANY_FILE, f"{REPO}/{FILE}"))[-1][0].startswith("✅")
+        fetched = len(h.gets())
+        closed = shared(ctx, hub_any_file=True, hub_downloads=False)
+        out = list(llm_picker.download(closed, "qwen2.5-1.5b", ""))
+        assert len(out) == 1 and out[0][0].startswith("⚠️") and "does not download" in out[0][0], out
+        with pytest.raises(ValueError, match="does not download"):
+            closed.settings.llm_spec(kind="hub", name="qwen2.5-1.5b")
+        assert len(h.gets()) == fetched, "nothing was fetched"
+        cached = list(llm_picker.download(closed, llm_picker.ANY_FILE, f"{REPO}/{FILE}"))
+        assert len(cached) == 1 and "is in the Hub cache" in cached[0][0]
+        assert closed.settings.llm_spec(kind="hub", name=f"{REPO}/{FILE}").kind == "hub"
+    finally:
+        h.close()
+    assert StudioSettings.from_env({"IFS_HUB_DOWNLOADS": "0"}).hub_downloads is False
+    assert StudioSettings.from_env({}).hub_downloads is True
+
+
 def test_suggested_synonyms_are_ticked_to_accept(ctx):
     state, msg = projects.create(ctx, {}, "own", "yard", "forklift, pallet")
     assert "Created" in msg, msg
