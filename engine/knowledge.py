@@ -131,10 +131,6 @@ def quote(text: str) -> str:
     return f'"{text}"'
 
 
-def quote(text: str) -> str:
-    return f'"{text}"'
-
-
 def _interleave(a: list[str], b: list[str]) -> list[str]:
     out = []
     for i in range(max(len(a), len(b))):

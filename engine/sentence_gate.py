@@ -11,8 +11,10 @@ order:
   meta            talk about the text instead of the photo: sentences, lists, words, grammar,
                   typos, synonyms, "this description" (unless that word is part of a category name)
   trivia          facts no photo shows: years and centuries, films/books/songs, laws and
-                  regulations, organisations and companies, history, statistics, and general
-                  facts of use ("commonly used in the food industry", "is capable of ...")
+                  regulations, organisations and companies, history, statistics, general
+                  facts of use ("commonly used in the food industry", "is capable of ..."),
+                  claims of purpose ("ideal for", "designed to", "ensuring", "allows the rider")
+                  and measurements ("26 inches", "2 liters", "70 miles per hour")
   too_short       fewer than `min_words` words
   too_long        more than `max_words` words or `max_chars` characters
   off_topic       does not mention every category it was asked about, by name (any plural or
@@ -49,7 +51,15 @@ _TRIVIA = re.compile(
     r"patent(?:ed)?|history|historical|historically|statistics?|percent|per cent|million|billion|"
     r"according to|studies show|research(?:ers)? (?:show|found)|wikipedia|encyclopedia|"
     r"(?:commonly|typically|widely|often|usually|frequently|mainly|primarily) used|(?:is|are) used (?:by|for|in)|"
-    r"industry|industries|industrial|popular choice|essential (?:part|component|tool)|capable of)\b|%", re.I)
+    r"industry|industries|industrial|popular choice|essential (?:part|component|tool)|capable of|"
+    # what it is for, not what a photo shows
+    r"(?:ideal|perfect|suitable|designed|built) (?:for|to)|ensur(?:e|es|ing)|"
+    r"making it (?:easy|easier|ideal|perfect|suitable|comfortable|convenient)|"
+    r"allow(?:s|ing)? (?:the|you|users?|people|passengers|riders?|drivers?)|"
+    # measurements no photo shows
+    r"\d+(?:\.\d+)?[ -]?(?:inch(?:es)?|feet|foot|ft|cm|mm|centimet(?:er|re)s?|met(?:er|re)s?|kilomet(?:er|re)s?|"
+    r"km|miles?|mph|kg|kilograms?|pounds?|lbs?|tons?|lit(?:er|re)s?|gallons?|degrees?|volts?|watts?|"
+    r"horsepower|hp)|ph levels?)\b|%", re.I)
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.U)
 _STOP = frozenset("a an the of in on at to is are was were be with and or its their his her this that "
                   "it by for from as into over under".split())

@@ -48,6 +48,12 @@ def test_junk_attribute_never_becomes_an_attribute():
     ("Ladders are commonly used in the food industry to reach the top shelves.", "trivia"),
     ("The aluminium ladder is capable of holding three hundred pounds with ease.", "trivia"),
     ("A ladder is used by painters to reach high walls and ceilings.", "trivia"),
+    # recorded real Qwen2.5-Coder-1.5B lines of the VOC run, with "ladder" for their category
+    ("The ladder's smooth rails are designed to generate lift and increase its speed.", "trivia"),
+    ("The smooth surface of this ladder is easy to clean, making it ideal for homes with pets.", "trivia"),
+    ("The wheels of a ladder have a diameter of 26 inches.", "trivia"),
+    ("A large ladder holds a capacity of 7 gallons, ready for use during hot summer days.", "trivia"),
+    ("The ladder has a handle that allows the rider to control the speed and direction.", "trivia"),
     ("A ladder.", "too_short"),
     ("The ladder " + "is very tall and " * 15 + "red.", "too_long"),
     ("A worker in a yellow vest climbs up to the top shelf of the warehouse.", "off_topic"),
