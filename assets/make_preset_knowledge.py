@@ -9,7 +9,8 @@ beside the preset), so a killed or later run continues where the last one stoppe
 `--save-every` new answers the knowledge so far is written to ``assets/presets/{key}_knowledge.json``
 (``engine.presets.knowledge_to_dict`` form; ``meta.complete`` says whether every question was
 answered) - but only when it holds at least as many sentences as the file already there, so the
-shipped preset is never replaced by a smaller one. The preset's own super-categories and synonyms
+shipped preset is never replaced by a smaller one. The same model continues a preset with the
+question templates recorded in its meta (so the cache stays valid when the defaults change). The preset's own super-categories and synonyms
 are passed in, so COCO keeps COCO's super-categories.
 """
 from __future__ import annotations
@@ -18,12 +19,13 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.knowledge import JsonlAnswerCache, KnowledgeSettings, build_knowledge  # noqa: E402
+from engine.knowledge_settings import StepTemplate  # noqa: E402
 from engine.llm import DEFAULT_BUNDLED, BUNDLED, LLMSpec, SamplingSettings, open_llm  # noqa: E402
 from engine.presets import (PRESET_DIR, knowledge_to_dict, load_preset, load_preset_knowledge,  # noqa: E402
                             save_preset_knowledge)
@@ -36,15 +38,30 @@ def preset_settings(key: str) -> KnowledgeSettings:
     """The paper's question mix at a size that reaches TARGETS: VOC (20 categories) 60 coarse +
     30 fine sentences per category + every pair of each scene group (at most 60) x 10. The first
     complete VOC run (4 attributes, 6 pairs per group) kept 1,565 sentences: Qwen's scene answer
-    gave few groups and the gate keeps ~0.76 of what it writes; COCO (80) 24 + 16 per category + 240 x 8."""
+    gave few groups and the gate keeps ~0.76 of what it writes. COCO (80 categories): 30 coarse + 20
+    fine sentences per category + at most 240 scene pairs x 10 = 6,400 asked for 5,000 kept."""
     sampling = SamplingSettings(max_tokens=512)
     if key == "coco":
-        return KnowledgeSettings(n_common=6, n_attributes=6, attributes_per_category=3, n_coarse_sentences=8,
-                                 n_keep=3, fine_attributes_per_category=2, n_fine_sentences=8,
-                                 pairs_per_group=6, max_scene_pairs=240, n_scene_sentences=8, sampling=sampling)
+        return KnowledgeSettings(n_common=6, n_attributes=6, attributes_per_category=3, n_coarse_sentences=10,
+                                 n_keep=3, fine_attributes_per_category=2, n_fine_sentences=10,
+                                 pairs_per_group=6, max_scene_pairs=240, n_scene_sentences=10, sampling=sampling)
     return KnowledgeSettings(n_common=6, n_attributes=6, attributes_per_category=6, n_coarse_sentences=10,
                              n_keep=3, fine_attributes_per_category=3, n_fine_sentences=10,
                              pairs_per_group=None, max_scene_pairs=60, n_scene_sentences=10, sampling=sampling)
+
+
+def recorded_templates(key: str, llm_id: str) -> dict[str, StepTemplate] | None:
+    """The question templates the shipped preset was generated with, when ``llm_id`` generated it
+    (None otherwise). A preset is continued with its own questions, so its answer cache (keyed by the
+    exact prompt) stays valid after the default templates change."""
+    meta = (load_preset_knowledge(key) or {}).get("meta") or {}
+    if meta.get("llm") != llm_id:
+        return None
+    templates = json.loads(meta.get("settings") or "{}").get("templates")
+    if not templates:
+        return None
+    return {step: StepTemplate(t["question"], t["primer"], t["answer_start"], tuple(t["stop"]))
+            for step, t in templates.items()}
 
 
 def answers_path(key: str) -> Path:
@@ -66,6 +83,9 @@ def make(key: str, llm_name: str = DEFAULT_BUNDLED, threads: int = 1, save_every
     preset = load_preset(key)
     llm = open_llm(LLMSpec(kind="bundled", name=llm_name, n_threads=threads))
     settings = preset_settings(key)
+    templates = recorded_templates(key, llm.id)
+    if templates is not None:
+        settings = replace(settings, templates=templates)
     cache = JsonlAnswerCache(answers_path(key))
     t0 = time.time()
     while True:
