@@ -8,7 +8,9 @@ sentences, scenes, scene sentences; no retries, so the gate's raw share is measu
   kept share     sentences the gate keeps / sentences the model wrote (parsed)
   kept/min       kept sentences per minute of wall time
   on-topic       kept sentences that name every category they were asked about (name or plural,
-                 no synonyms)
+                 no synonyms); 1.00 unless an accepted synonym did it, since the gate rejects the rest
+  written on-topic  the same share over every sentence the model wrote (kept or rejected): how
+                 often the model names what it was asked about before any gate
   label prec.    precision of the second-category labels on the hand-checked sample
                  (bench/label_sample_kitchen.json), with the synonyms this model gave: the
                  strong-evidence rule (engine.graph.label_evidence) beside the old any-synonym rule
@@ -72,11 +74,13 @@ def run(spec: LLMSpec, vocab: list[str], show: int) -> dict:
     kept = kn.sentences
     written = len(kept) + len(kn.rejected)
     on_topic = sum(all(mentions(s.text, [c]) for c in s.asked) for s in kept)
+    raw_on_topic = on_topic + sum(all(mentions(r.text, [c]) for c in r.categories) for r in kn.rejected)
     strong_p, strong_n = label_precision(vocab, kn.synonyms, strong=True)
     loose_p, loose_n = label_precision(vocab, kn.synonyms, strong=False)
     out = {"model": llm.id, "questions": llm.usage.calls, "wall_s": wall, "written": written, "kept": len(kept),
            "s_per_q": wall / max(1, llm.usage.calls), "kept_share": len(kept) / written if written else 0.0,
            "kept_per_min": 60 * len(kept) / wall, "on_topic": on_topic / len(kept) if kept else 0.0,
+           "raw_on_topic": raw_on_topic / written if written else 0.0,
            "prec_strong": strong_p, "n_strong": strong_n, "prec_loose": loose_p, "n_loose": loose_n,
            "rejected": kn.stats.get("rejected", {}), "synonyms": kn.synonyms}
     if show:
@@ -100,7 +104,7 @@ def main(argv=None):
     specs += [LLMSpec(kind="gguf", path=p, n_threads=args.threads) for p in args.gguf]
     print(f"# {len(vocab)} categories: {', '.join(vocab)}; {args.threads} thread(s); load {os.getloadavg()}")
     head = (f"{'model':52s} {'q':>3s} {'s/q':>6s} {'written':>7s} {'kept':>5s} {'kept share':>10s} "
-            f"{'kept/min':>8s} {'on-topic':>8s} {'label prec. strong (n)':>22s} {'any-synonym (n)':>16s}")
+            f"{'kept/min':>8s} {'on-topic':>8s} {'written on-topic':>16s} {'label prec. strong (n)':>22s} {'any-synonym (n)':>16s}")
     rows = []
     for spec in specs:
         r = run(spec, vocab, args.show)
@@ -109,7 +113,7 @@ def main(argv=None):
     print("\n" + head)
     for r in rows:
         print(f"{r['model'][:52]:52s} {r['questions']:3d} {r['s_per_q']:6.1f} {r['written']:7d} {r['kept']:5d} "
-              f"{r['kept_share']:10.2f} {r['kept_per_min']:8.1f} {r['on_topic']:8.2f} "
+              f"{r['kept_share']:10.2f} {r['kept_per_min']:8.1f} {r['on_topic']:8.2f} {r['raw_on_topic']:16.2f} "
               f"{r['prec_strong']:15.2f} ({r['n_strong']:3d}) {r['prec_loose']:9.2f} ({r['n_loose']:3d})")
     print(f"\nrejections per reason ({', '.join(REASONS)}):")
     for r in rows:

@@ -68,3 +68,26 @@ def test_answer_cache_beside_a_gated_preset_is_readable():
         if path.exists():
             rows = [json.loads(line) for line in path.open() if line.strip()]
             assert rows and all({"key", "question", "raw"} <= set(r) for r in rows)
+
+
+def test_a_preset_is_continued_with_the_templates_it_was_made_with():
+    """assets/make_preset_knowledge.py keys its answer cache by the exact prompt, so a preset made
+    by a model is continued with the templates recorded in its meta, whatever the defaults are now."""
+    import sys
+
+    sys.path.insert(0, str(PRESET_DIR.parent))
+    from make_preset_knowledge import recorded_templates
+
+    from engine.knowledge_settings import KnowledgeSettings, StepTemplate
+
+    for key in TARGETS:
+        meta = (load_preset_knowledge(key) or {}).get("meta") or {}
+        if not meta.get("gate"):
+            continue
+        recorded = json.loads(meta["settings"])["templates"]
+        templates = recorded_templates(key, meta["llm"])
+        assert set(templates) == set(recorded) and all(isinstance(t, StepTemplate) for t in templates.values())
+        assert all(templates[k].question == t["question"] and templates[k].primer == t["primer"]
+                   and list(templates[k].stop) == t["stop"] for k, t in recorded.items())
+        KnowledgeSettings(templates=templates).validate()
+        assert recorded_templates(key, "another model") is None
