@@ -68,9 +68,19 @@ def variants(name: str) -> set[str]:
 
 
 @lru_cache(maxsize=4096)
+def _spelled(word: str) -> str:
+    """A word as a regex that also matches it written open or hyphenated: a one-word name of 6+
+    letters may be split anywhere ("lawnmower" matches "lawn mower", "pottedplant" "potted plant")."""
+    if len(word) < 6 or not word.isalpha():
+        return re.escape(word)
+    return r"[\s\-]?".join(re.escape(ch) for ch in word)
+
+
 def _pattern(name: str) -> re.Pattern:
+    """Any surface form of ``name`` (case, plural, words joined by spaces, hyphens or nothing:
+    "garden hose" matches "garden-hose" and "gardenhose") as a whole word."""
     alts = sorted(variants(name), key=len, reverse=True)
-    body = "|".join(r"[\s\-]+".join(re.escape(w) for w in alt.split()) for alt in alts)
+    body = "|".join(r"[\s\-]*".join(_spelled(w) for w in alt.split()) for alt in alts)
     return re.compile(rf"(?<![\w\-])(?:{body})(?![\w\-])", re.I)
 
 
@@ -97,7 +107,7 @@ lift lifter loader jack mover hauler
 """.split())
 
 
-def _head(name: str) -> str:
+def head_noun(name: str) -> str:
     ws = name.strip().lower().split()
     return ws[-1] if ws else ""
 
@@ -113,7 +123,7 @@ def strong_synonyms(categories: list[str], synonyms: dict[str, list[str]] | None
         others_heads[c] = set()
         for o in categories:
             if o != c:
-                others_heads[c] |= variants(o) | variants(_head(o))
+                others_heads[c] |= variants(o) | variants(head_noun(o))
     out: dict[str, list[str]] = {}
     for c in categories:
         keep = []

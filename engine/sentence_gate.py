@@ -17,8 +17,10 @@ order:
                   and measurements ("26 inches", "2 liters", "70 miles per hour")
   too_short       fewer than `min_words` words
   too_long        more than `max_words` words or `max_chars` characters
-  off_topic       does not mention every category it was asked about, by name (any plural or
-                  case) or by an accepted synonym (`strong_synonyms`)
+  off_topic       does not mention every category it was asked about, by name (any plural, case,
+                  or spelling open, hyphenated or closed: "lawn mower" for "lawnmower"), by the
+                  last word of a multi-word name ("the hose" for "garden hose", unless that word
+                  is generic or another category's) or by an accepted synonym (`strong_synonyms`)
   duplicate       the same words as a kept sentence (case and punctuation ignored)
   near_duplicate  word-set Jaccard similarity >= `near_duplicate` with a kept sentence asked about
                   the same categories
@@ -30,7 +32,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from engine.graph import mentions, strong_synonyms
+from engine.graph import head_noun, mentions, strong_synonyms
 
 REASONS = ("preamble", "meta", "trivia", "too_short", "too_long", "off_topic", "duplicate", "near_duplicate")
 
@@ -74,6 +76,7 @@ class GateSettings:
     max_chars: int = 300
     near_duplicate: float = 0.75
     require_all_asked: bool = True
+    accept_head_noun: bool = True  # "the hose" names "garden hose" (not a generic word nor another category's)
 
 
 @dataclass
@@ -125,7 +128,12 @@ class SentenceGate:
     rejections: list[Rejection] = field(default_factory=list)
 
     def __post_init__(self):
-        self.accepted = strong_synonyms(self.categories, self.synonyms)
+        named = {c: list(self.synonyms.get(c, [])) for c in self.categories}
+        if self.settings.accept_head_noun:
+            for c in self.categories:
+                if len(c.split()) > 1:
+                    named[c].append(head_noun(c))
+        self.accepted = strong_synonyms(self.categories, named)
         self._own_words = _category_words(self.categories, self.synonyms)
         self._exact: set[tuple[str, ...]] = set()
         self._kept_sets: dict[tuple[str, ...], list[frozenset[str]]] = {}

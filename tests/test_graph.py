@@ -35,3 +35,12 @@ def test_weights_threshold_edits_and_cliques():
                                    ["dog", "diningtable", "sofa"]]
     assert maximal_cliques(build_graph(w, CATS, tau=4)) == []
     assert maximal_cliques(build_graph(w, CATS, tau=1))[0] == ["person", "bicycle", "car"]
+
+
+def test_a_name_matches_open_hyphenated_and_closed_spellings_as_a_whole_word():
+    assert mentions("A lawn mower and a lawn-mower", ["lawnmower"]) == ["lawnmower"]
+    assert mentions("a potted plant beside the tv monitor", ["pottedplant", "tvmonitor"]) == ["pottedplant", "tvmonitor"]
+    assert mentions("two gardenhoses", ["garden hose"]) == ["garden hose"]
+    assert mentions("lawnmowers in a row", ["lawn mower"]) == ["lawn mower"]
+    assert mentions("a carrot cake and a c ar", ["car"]) == []
+    assert mentions("the lawnmowerman", ["lawnmower"]) == []

@@ -258,3 +258,22 @@ def test_a_scene_answer_that_leaves_categories_out_gets_their_super_category_gro
     assert kn.stats["scene_groups_source"] == "llm+super"
     whole = build_knowledge(cats[:3], SceneLLM([]), KnowledgeSettings(steps=("scenes",)), super_of=super_of)
     assert whole.scene_groups == [["bird", "dog", "horse"]] and whole.stats["scene_groups_source"] == "llm"
+
+
+def test_a_name_written_open_or_closed_and_the_head_noun_name_the_category():
+    """Recorded real Qwen2.5-Coder-1.5B lines (dev vocabulary, not the bench's): "lawn mower" names
+    "lawnmower" and "the hose" names "garden hose"; a generic head ("truck" of "hand truck") or one
+    that is another category's name ("bear" of "teddy bear") does not."""
+    gate = SentenceGate(["lawnmower", "garden hose", "hand truck", "teddy bear", "bear"], {})
+    assert gate.check("A person is pushing a lawn mower through a field, cutting down tall grasses.", "coarse",
+                      ["lawnmower"])
+    assert gate.check("A hose with a blue colour can be seen running through a dense forest in the morning light.",
+                      "coarse", ["garden hose"])
+    assert gate.check("The lawn-mower and the gardenhose lie side by side on the freshly cut grass.", "scene",
+                      ["lawnmower", "garden hose"])
+    assert not gate.check("The truck is loaded with boxes beside the loading dock.", "coarse", ["hand truck"])
+    assert not gate.check("The brown bear sits on the pillow of a child's bed.", "coarse", ["teddy bear"])
+    assert [r.reason for r in gate.rejections] == ["off_topic", "off_topic"]
+    strict = SentenceGate(["garden hose"], {}, GateSettings(accept_head_noun=False))
+    assert not strict.check("A hose with a blue colour can be seen running through a dense forest.", "coarse",
+                            ["garden hose"])
