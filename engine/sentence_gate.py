@@ -55,7 +55,7 @@ _TRIVIA = re.compile(
     r"(?:commonly|typically|widely|often|usually|frequently|mainly|primarily) used|(?:is|are) used (?:by|for|in)|"
     r"industry|industries|industrial|popular choice|essential (?:part|component|tool)|capable of|"
     # what it is for, not what a photo shows
-    r"(?:ideal|perfect|suitable|designed|built) (?:for|to)|ensur(?:e|es|ing)|"
+    r"(?:ideal|perfect|suitable|designed|built) (?:for|to)|ensur(?:e|es|ing)|can be used (?:for|to|as)|"
     r"making it (?:easy|easier|ideal|perfect|suitable|comfortable|convenient)|"
     r"allow(?:s|ing)? (?:the|you|users?|people|passengers|riders?|drivers?)|"
     # measurements no photo shows

@@ -54,6 +54,7 @@ def test_junk_attribute_never_becomes_an_attribute():
     ("The wheels of a ladder have a diameter of 26 inches.", "trivia"),
     ("A large ladder holds a capacity of 7 gallons, ready for use during hot summer days.", "trivia"),
     ("The ladder has a handle that allows the rider to control the speed and direction.", "trivia"),
+    ("A sturdy ladder with a handle that can be used for various tasks such as washing windows.", "trivia"),
     ("A ladder.", "too_short"),
     ("The ladder " + "is very tall and " * 15 + "red.", "too_long"),
     ("A worker in a yellow vest climbs up to the top shelf of the warehouse.", "off_topic"),
