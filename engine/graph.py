@@ -67,7 +67,6 @@ def variants(name: str) -> set[str]:
     return {" ".join(head + [f]) for f in forms if f}
 
 
-@lru_cache(maxsize=4096)
 def _spelled(word: str) -> str:
     """A word as a regex that also matches it written open or hyphenated: a one-word name of 6+
     letters may be split anywhere ("lawnmower" matches "lawn mower", "pottedplant" "potted plant")."""
@@ -76,6 +75,7 @@ def _spelled(word: str) -> str:
     return r"[\s\-]?".join(re.escape(ch) for ch in word)
 
 
+@lru_cache(maxsize=4096)
 def _pattern(name: str) -> re.Pattern:
     """Any surface form of ``name`` (case, plural, words joined by spaces, hyphens or nothing:
     "garden hose" matches "garden-hose" and "gardenhose") as a whole word."""
