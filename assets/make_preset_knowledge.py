@@ -9,8 +9,9 @@ beside the preset), so a killed or later run continues where the last one stoppe
 `--save-every` new answers the knowledge so far is written to ``assets/presets/{key}_knowledge.json``
 (``engine.presets.knowledge_to_dict`` form; ``meta.complete`` says whether every question was
 answered) - but only when it holds at least as many sentences as the file already there, so the
-shipped preset is never replaced by a smaller one. The same model continues a preset with the
-question templates recorded in its meta (so the cache stays valid when the defaults change). The preset's own super-categories and synonyms
+shipped preset is never replaced by a smaller one, except by a complete run that reaches its
+target. The same model continues a preset with the question templates recorded in its meta (so
+the cache stays valid when the defaults change). The preset's own super-categories and synonyms
 are passed in, so COCO keeps COCO's super-categories.
 """
 from __future__ import annotations
@@ -69,9 +70,11 @@ def answers_path(key: str) -> Path:
 
 
 def save_if_not_smaller(key: str, knowledge, meta: dict) -> bool:
-    """Write the preset knowledge unless the file there already holds more sentences."""
+    """Write the preset knowledge unless the file there already holds more sentences; a complete
+    run that reaches the target is always written (a stricter gate may keep fewer than before)."""
     old = load_preset_knowledge(key) or {}
-    if len(knowledge.sentences) < len(old.get("sentences") or []):
+    reached = meta.get("complete") and len(knowledge.sentences) >= TARGETS.get(key, 0)
+    if len(knowledge.sentences) < len(old.get("sentences") or []) and not reached:
         return False
     save_preset_knowledge(key, knowledge_to_dict(knowledge, meta))
     return True
@@ -105,7 +108,7 @@ def make(key: str, llm_name: str = DEFAULT_BUNDLED, threads: int = 1, save_every
                 "rejected": knowledge.stats.get("rejected"), "made_by": "assets/make_preset_knowledge.py"}
         saved = save_if_not_smaller(key, knowledge, meta)
         print(f"\n{key}: {len(knowledge.sentences)} kept sentences, {len(knowledge.rejected)} rejected, "
-              f"{len(cache)} answers cached; preset file {'written' if saved else 'kept (larger)'}", flush=True)
+              f"{len(cache)} answers cached; preset file {'written' if saved else 'kept (it holds more)'}", flush=True)
         if not knowledge.cancelled or not ask:
             return PRESET_DIR / f"{key}_knowledge.json"
 
