@@ -61,10 +61,13 @@ def _crafted(good_parts) -> dict[str, str]:
     r = json.loads(text)
     r["project"]["graph_tau"] = -(2 ** 64)
     cases["negative huge int"] = json.dumps(r)
+    r = json.loads(text)
+    r["sentence"][0]["enabled"] = -1  # a flag SQLite cannot hold (found by test_fuzz_import_rows)
+    cases["flag -1"] = json.dumps(r)
     return cases
 
 
-@pytest.mark.parametrize("what", ["deep nesting", "huge int", "NaN", "Infinity", "negative huge int"])
+@pytest.mark.parametrize("what", ["deep nesting", "huge int", "NaN", "Infinity", "negative huge int", "flag -1"])
 def test_crafted_json_is_refused_before_writing(tmp_path, good_parts, what):
     archive = _zip(tmp_path / "a.zip", good_parts, _crafted(good_parts)[what])
     db = tmp_path / "dst.db"

@@ -354,6 +354,8 @@ def _validate_rows(rows, version: int, refuse, max_rows: int) -> dict:
                 pytype = list if model.model_fields[col.name].annotation is list else dict
             if not isinstance(v, _PY_TYPES.get(pytype, (pytype,))) or (pytype is int and isinstance(v, bool)):
                 refuse(f"{table}.{col.name} has a value of the wrong type ({type(v).__name__}).")
+            if pytype is bool and v not in (0, 1):  # SQLite stores a flag as 0/1; -1 or 2 is no flag
+                refuse(f"{table}.{col.name} is not true or false ({v!r}).")
             if pytype is datetime:
                 try:
                     t = datetime.fromisoformat(v)
