@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.knowledge import JsonlAnswerCache, KnowledgeSettings, build_knowledge  # noqa: E402
-from engine.knowledge_settings import StepTemplate  # noqa: E402
+from engine.knowledge_settings import DEFAULT_TEMPLATES, StepTemplate  # noqa: E402
 from engine.llm import DEFAULT_BUNDLED, BUNDLED, LLMSpec, SamplingSettings, open_llm  # noqa: E402
 from engine.presets import (PRESET_DIR, knowledge_to_dict, load_preset, load_preset_knowledge,  # noqa: E402
                             save_preset_knowledge)
@@ -49,6 +49,25 @@ def preset_settings(key: str) -> KnowledgeSettings:
     return KnowledgeSettings(n_common=6, n_attributes=6, attributes_per_category=6, n_coarse_sentences=10,
                              n_keep=3, fine_attributes_per_category=3, n_fine_sentences=10,
                              pairs_per_group=None, max_scene_pairs=60, n_scene_sentences=10, sampling=sampling)
+
+
+#: A photo caption as a model of the style asked for, added to the coarse and fine sentence questions
+#: of a preset started now. With it, Qwen2.5-Coder-1.5B kept 0.61 of what it wrote on the benchmark's
+#: kitchen vocabulary (0.48 without) and 35 of 36 coarse and fine sentences on a garden dev
+#: vocabulary. It is not a default of the engine: SmolLM2-135M copies it ("The cat in the yellow
+#: school bus is named Cat"), and in the scene question it made Qwen drop one of the two objects.
+EXAMPLE = 'For example, for "school bus": "A yellow school bus waits at the curb while children climb aboard." '
+
+
+def preset_templates() -> dict[str, StepTemplate]:
+    """The default templates with :data:`EXAMPLE` before the answer format of the coarse and fine
+    sentence questions."""
+    out = dict(DEFAULT_TEMPLATES)
+    for step in ("coarse_sentences", "fine_sentences"):
+        t = out[step]
+        head, sep, tail = t.question.rpartition("Answer with")
+        out[step] = replace(t, question=head + EXAMPLE + sep + tail)
+    return out
 
 
 def recorded_templates(key: str, llm_id: str) -> dict[str, StepTemplate] | None:
@@ -86,9 +105,7 @@ def make(key: str, llm_name: str = DEFAULT_BUNDLED, threads: int = 1, save_every
     preset = load_preset(key)
     llm = open_llm(LLMSpec(kind="bundled", name=llm_name, n_threads=threads))
     settings = preset_settings(key)
-    templates = recorded_templates(key, llm.id)
-    if templates is not None:
-        settings = replace(settings, templates=templates)
+    settings = replace(settings, templates=recorded_templates(key, llm.id) or preset_templates())
     cache = JsonlAnswerCache(answers_path(key))
     t0 = time.time()
     while True:
