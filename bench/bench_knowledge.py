@@ -20,6 +20,7 @@ sentences, scenes, scene sentences; no retries, so the gate's raw share is measu
     .venv/bin/python bench/bench_knowledge.py --models qwen1.5b --categories 4
     .venv/bin/python bench/bench_knowledge.py --gguf PATH          # any other GGUF, measured too
     .venv/bin/python bench/bench_knowledge.py --show 20            # and print 20 random kept sentences
+    .venv/bin/python bench/bench_knowledge.py --preset-questions   # the questions presets are made with
 
 One llama.cpp thread by default (--threads): on the shared 2-core machine that is the fastest
 setting (engine.llm docstring). The machine's load average is printed beside the figures.
@@ -45,8 +46,17 @@ from engine.sentence_gate import REASONS  # noqa: E402
 SAMPLE = json.loads((ROOT / "bench" / "label_sample_kitchen.json").read_text())
 
 
-def bench_settings() -> KnowledgeSettings:
-    return KnowledgeSettings(steps=("synonyms", "attributes", "coarse_sentences", "scenes", "scene_sentences"),
+def preset_templates():
+    """The questions assets/make_preset_knowledge.py starts a preset with (an example caption)."""
+    sys.path.insert(0, str(ROOT / "assets"))
+    from make_preset_knowledge import preset_templates as templates
+
+    return templates()
+
+
+def bench_settings(preset_questions: bool = False) -> KnowledgeSettings:
+    extra = {"templates": preset_templates()} if preset_questions else {}
+    return KnowledgeSettings(**extra, steps=("synonyms", "attributes", "coarse_sentences", "scenes", "scene_sentences"),
                              n_synonyms=3, n_attributes=3, attributes_per_category=1, n_coarse_sentences=5,
                              pairs_per_group=1, max_scene_pairs=3, n_scene_sentences=4, max_retries=0)
 
@@ -66,10 +76,10 @@ def label_precision(vocab: list[str], synonyms: dict[str, list[str]], strong: bo
     return (right / given if given else 1.0), given
 
 
-def run(spec: LLMSpec, vocab: list[str], show: int) -> dict:
+def run(spec: LLMSpec, vocab: list[str], show: int, preset_questions: bool = False) -> dict:
     llm = open_llm(spec, cached=False)
     t0 = time.perf_counter()
-    kn = build_knowledge(vocab, llm, bench_settings())
+    kn = build_knowledge(vocab, llm, bench_settings(preset_questions))
     wall = time.perf_counter() - t0
     kept = kn.sentences
     written = len(kept) + len(kn.rejected)
@@ -98,6 +108,8 @@ def main(argv=None):
     ap.add_argument("--categories", type=int, default=8, help="first N categories of the kitchen vocabulary")
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
     ap.add_argument("--show", type=int, default=0, help="print N random kept sentences per model")
+    ap.add_argument("--preset-questions", action="store_true",
+                    help="ask the questions presets are made with (an example caption added), not the defaults")
     args = ap.parse_args(argv)
     vocab = SAMPLE["vocabulary"][:args.categories]
     specs = [LLMSpec(kind="bundled", name=m.strip(), n_threads=args.threads) for m in args.models.split(",") if m.strip()]
@@ -107,7 +119,7 @@ def main(argv=None):
             f"{'kept/min':>8s} {'on-topic':>8s} {'written on-topic':>16s} {'label prec. strong (n)':>22s} {'any-synonym (n)':>16s}")
     rows = []
     for spec in specs:
-        r = run(spec, vocab, args.show)
+        r = run(spec, vocab, args.show, args.preset_questions)
         rows.append(r)
         print(f"  done {r['model']} in {r['wall_s']:.0f} s; load {os.getloadavg()}", flush=True)
     print("\n" + head)
