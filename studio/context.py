@@ -80,17 +80,13 @@ class StudioSettings:
         port = env.get("IFS_PORT") or env.get("GRADIO_SERVER_PORT")
         if port:
             kw["port"] = int(port)
-        private = env.get("IFS_PRIVATE_PROJECTS")
-        if private is not None and private != "":
-            kw["private_projects"] = private.strip().lower() in ("1", "true", "yes", "on")
-        elif env.get("SPACE_ID"):
+        for key, name in (("IFS_PRIVATE_PROJECTS", "private_projects"), ("IFS_HUB_ANY_FILE", "hub_any_file"),
+                          ("IFS_HUB_DOWNLOADS", "hub_downloads")):
+            flag = _env_flag(env, key)
+            if flag is not None:
+                kw[name] = flag
+        if "private_projects" not in kw and env.get("SPACE_ID"):
             kw["private_projects"] = True
-        any_file = env.get("IFS_HUB_ANY_FILE")
-        if any_file is not None and any_file != "":
-            kw["hub_any_file"] = any_file.strip().lower() in ("1", "true", "yes", "on")
-        downloads = env.get("IFS_HUB_DOWNLOADS")
-        if downloads is not None and downloads != "":
-            kw["hub_downloads"] = downloads.strip().lower() in ("1", "true", "yes", "on")
         return cls(**kw)
 
     def backbone_spec(self):
@@ -120,6 +116,14 @@ class StudioSettings:
         return LLMSpec(kind=kind, name=name or self.llm_name,
                        path=path or default_path, base_url=base_url or self.llm_base_url,
                        model=model or self.llm_model)
+
+
+def _env_flag(env, key: str) -> bool | None:
+    """An on/off setting: 1/true/yes/on is on, any other value off, unset or empty None."""
+    value = env.get(key)
+    if value is None or value == "":
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 class Jobs:
