@@ -13,7 +13,8 @@ order:
   trivia          facts no photo shows: years and centuries, films/books/songs, laws and
                   regulations, organisations and companies, history, statistics, general
                   facts of use ("commonly used in the food industry", "is capable of ..."),
-                  claims of purpose ("ideal for", "designed to", "ensuring", "allows the rider")
+                  claims of purpose ("ideal for", "designed to", "ensuring", "allows the rider",
+                  "provides comfort", "offers a view")
                   and measurements ("26 inches", "2 liters", "70 miles per hour")
   too_short       fewer than `min_words` words
   too_long        more than `max_words` words or `max_chars` characters
@@ -56,6 +57,7 @@ _TRIVIA = re.compile(
     r"industry|industries|industrial|popular choice|essential (?:part|component|tool)|capable of|"
     # what it is for, not what a photo shows
     r"(?:ideal|perfect|suitable|designed|built) (?:for|to)|ensur(?:e|es|ing)|can be used (?:for|to|as)|"
+    r"provid(?:es?|ing)|offer(?:s|ing)|"
     r"making it (?:easy|easier|ideal|perfect|suitable|comfortable|convenient)|"
     r"allow(?:s|ing)? (?:the|you|users?|people|passengers|riders?|drivers?)|"
     # measurements no photo shows

@@ -55,6 +55,8 @@ def test_junk_attribute_never_becomes_an_attribute():
     ("A large ladder holds a capacity of 7 gallons, ready for use during hot summer days.", "trivia"),
     ("The ladder has a handle that allows the rider to control the speed and direction.", "trivia"),
     ("A sturdy ladder with a handle that can be used for various tasks such as washing windows.", "trivia"),
+    ("The ladder is covered in a soft cotton fabric that provides comfort without being too hot.", "trivia"),
+    ("The steps of the ladder offer a beautiful view of the countryside, ideal for relaxation.", "trivia"),
     ("A ladder.", "too_short"),
     ("The ladder " + "is very tall and " * 15 + "red.", "too_long"),
     ("A worker in a yellow vest climbs up to the top shelf of the warehouse.", "off_topic"),
