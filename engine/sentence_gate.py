@@ -9,12 +9,16 @@ order:
   preamble        a list heading or sign-off: ends in ":" or starts like "Here are ..." / "The
                   following ..." / "The N sentences below ..."
   meta            talk about the text instead of the photo: sentences, lists, words, grammar,
-                  typos, synonyms, "this description" (unless that word is part of a category name)
+                  typos, synonyms, "this description" (unless that word is part of a category name);
+                  a category name in quotes (talk about the word: 'made entirely out of "stapler"');
+                  the writer's own voice ("I noticed", "my suitcase"): a story, not a caption
   trivia          facts no photo shows: years and centuries, films/books/songs, laws and
                   regulations, organisations and companies, history, statistics, general
                   facts of use ("commonly used in the food industry", "is capable of ..."),
                   claims of purpose ("ideal for", "designed to", "ensuring", "allows the rider",
-                  "provides comfort", "offers a view")
+                  "provides comfort", "offers a view", "is used to", "serves as", "helps drivers
+                  see", "a crucial component", "plays a role"), general claims ("can vary",
+                  "depending on", "comes in various colors")
                   and measurements ("26 inches", "2 liters", "70 miles per hour")
   too_short       fewer than `min_words` words
   too_long        more than `max_words` words or `max_chars` characters
@@ -53,17 +57,23 @@ _TRIVIA = re.compile(
     r"compan(?:y|ies)|corporations?|manufacturers?|brand names?|trademark|founded|invented|inventor|"
     r"patent(?:ed)?|history|historical|historically|statistics?|percent|per cent|million|billion|"
     r"according to|studies show|research(?:ers)? (?:show|found)|wikipedia|encyclopedia|"
-    r"(?:commonly|typically|widely|often|usually|frequently|mainly|primarily) used|(?:is|are) used (?:by|for|in)|"
+    r"(?:commonly|typically|widely|often|usually|frequently|mainly|primarily) used|(?:is|are) used (?:by|for|in|to|as)|"
     r"industry|industries|industrial|popular choice|essential (?:part|component|tool)|capable of|"
     # what it is for, not what a photo shows
     r"(?:ideal|perfect|suitable|designed|built) (?:for|to)|ensur(?:e|es|ing)|can be used (?:for|to|as)|"
     r"provid(?:es?|ing)|offer(?:s|ing)|"
     r"making it (?:easy|easier|ideal|perfect|suitable|comfortable|convenient)|"
     r"allow(?:s|ing)? (?:the|you|users?|people|passengers|riders?|drivers?)|"
+    r"serv(?:es?|ing) as|plays? an? (?:\w+ )?role|contribut(?:es?|ing) to|"
+    r"(?:crucial|important|vital|essential|key) (?:part|component|role|feature|element)|"
+    # "helps it fly", "helps drivers see", "helps to reduce"; not "a man helps a child"
+    r"help(?:s|ing)?(?: to)? (?!(?:a|an|the|his|her|their|my|your|our|him|them|us|me|each|one|out|with)\b)\w+|"
+    r"can vary|varies|depending on|(?:available|come|comes) in (?:many|various|different|a variety)|"
     # measurements no photo shows
     r"\d+(?:\.\d+)?[ -]?(?:inch(?:es)?|feet|foot|ft|cm|mm|centimet(?:er|re)s?|met(?:er|re)s?|kilomet(?:er|re)s?|"
     r"km|miles?|mph|kg|kilograms?|pounds?|lbs?|tons?|lit(?:er|re)s?|gallons?|degrees?|volts?|watts?|"
     r"horsepower|hp)|ph levels?)\b|%", re.I)
+_NARRATION = re.compile(r"\b(?:I|I'm|I've|I'd|[Mm]y|[Mm]e)\b")
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.U)
 _STOP = frozenset("a an the of in on at to is are was were be with and or its their his her this that "
                   "it by for from as into over under".split())
@@ -137,6 +147,10 @@ class SentenceGate:
                     named[c].append(head_noun(c))
         self.accepted = strong_synonyms(self.categories, named)
         self._own_words = _category_words(self.categories, self.synonyms)
+        names = sorted({n for c in self.categories for n in [c, *self.synonyms.get(c, [])] if n.strip()},
+                       key=len, reverse=True)
+        self._quoted = (re.compile(r"[\"“”]\s*(?:" + "|".join(re.escape(n.strip()) for n in names) + r")s?\s*[\"“”]", re.I)
+                        if names else re.compile(r"(?!)"))
         self._exact: set[tuple[str, ...]] = set()
         self._kept_sets: dict[tuple[str, ...], list[frozenset[str]]] = {}
 
@@ -148,6 +162,9 @@ class SentenceGate:
             return "preamble", ""
         m = _META.search(t)
         if m and m.group(0).casefold() not in self._own_words:
+            return "meta", m.group(0)
+        m = _NARRATION.search(t) or self._quoted.search(t)
+        if m:
             return "meta", m.group(0)
         m = _TRIVIA.search(t)
         if m and m.group(0).casefold() not in self._own_words:

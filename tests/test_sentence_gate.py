@@ -57,6 +57,20 @@ def test_junk_attribute_never_becomes_an_attribute():
     ("A sturdy ladder with a handle that can be used for various tasks such as washing windows.", "trivia"),
     ("The ladder is covered in a soft cotton fabric that provides comfort without being too hot.", "trivia"),
     ("The steps of the ladder offer a beautiful view of the countryside, ideal for relaxation.", "trivia"),
+    # recorded real lines of the complete VOC run (2,033 kept before these rules), category made "ladder"
+    ("The ladder is used to make tea and water for the family.", "trivia"),
+    ("The ladder's long rails serve as a point of reference for controlling speed and direction.", "trivia"),
+    ("The rungs of a ladder help maintain balance and stability when the ladder is moving.", "trivia"),
+    ("A ladder's tail light helps drivers recognize its position on the road.", "trivia"),
+    ("The transmission in the ladder is a crucial component that helps control the flow of power.", "trivia"),
+    ("The fuel tanks play a crucial role in the ladder's performance and reliability.", "trivia"),
+    ("The size and shape of a ladder can vary widely depending on its intended use.", "trivia"),
+    ("The ladder comes in various colors and textures to match different decor styles.", "trivia"),
+    ("The ladder's long hull was the first thing I noticed as I stepped onto the deck.", "meta"),
+    ('In a photo, the size of "ladder" is small.', "meta"),
+    # recorded real lines of Qwen on a dev vocabulary (office things), category made "ladder"
+    ('The desk\'s surface is made entirely out of "ladder".', "meta"),
+    ("The ladder contained all the necessary tools and documents I needed for work or school.", "meta"),
     ("A ladder.", "too_short"),
     ("The ladder " + "is very tall and " * 15 + "red.", "too_long"),
     ("A worker in a yellow vest climbs up to the top shelf of the warehouse.", "off_topic"),
@@ -65,6 +79,18 @@ def test_each_reason(text, reason):
     gate = SentenceGate(WAREHOUSE, {})
     assert not gate.check(text, "coarse", ["ladder"])
     assert gate.rejections[-1].reason == reason
+
+
+@pytest.mark.parametrize("text", [
+    "A man helps a child climb the ladder in the orchard.",
+    "Two workers are helping each other carry a ladder across the yard.",
+    "A ladder is being used to reach the top shelf of the warehouse.",
+    "A ladder leans against a shop sign that reads \"OPEN\" in red letters.",
+    "A painter on a ladder paints the window frame of a mine office white.",
+])
+def test_photo_lines_pass_the_purpose_and_narration_rules(text):
+    gate = SentenceGate(WAREHOUSE, {})
+    assert gate.check(text, "coarse", ["ladder"]), gate.rejections[-1]
 
 
 def test_duplicates_exact_and_near():
