@@ -21,6 +21,10 @@ sentences, scenes, scene sentences; no retries, so the gate's raw share is measu
     .venv/bin/python bench/bench_knowledge.py --gguf PATH          # any other GGUF, measured too
     .venv/bin/python bench/bench_knowledge.py --show 20            # and print 20 random kept sentences
     .venv/bin/python bench/bench_knowledge.py --preset-questions   # the questions presets are made with
+    .venv/bin/python bench/bench_knowledge.py --cache /tmp/b.jsonl # keep the answers; a rerun re-gates them
+
+With --cache, a rerun answers from the cache (s/question and kept/min then measure nothing; the
+gate's figures are those of the same answers under the current gate).
 
 One llama.cpp thread by default (--threads): on the shared 2-core machine that is the fastest
 setting (engine.llm docstring). The machine's load average is printed beside the figures.
@@ -39,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.graph import _pattern, label_evidence, mentions  # noqa: E402
-from engine.knowledge import KnowledgeSettings, build_knowledge  # noqa: E402
+from engine.knowledge import JsonlAnswerCache, KnowledgeSettings, build_knowledge  # noqa: E402
 from engine.llm import BUNDLED, LLMSpec, open_llm  # noqa: E402
 from engine.sentence_gate import REASONS  # noqa: E402
 
@@ -76,10 +80,10 @@ def label_precision(vocab: list[str], synonyms: dict[str, list[str]], strong: bo
     return (right / given if given else 1.0), given
 
 
-def run(spec: LLMSpec, vocab: list[str], show: int, preset_questions: bool = False) -> dict:
+def run(spec: LLMSpec, vocab: list[str], show: int, preset_questions: bool = False, cache=None) -> dict:
     llm = open_llm(spec, cached=False)
     t0 = time.perf_counter()
-    kn = build_knowledge(vocab, llm, bench_settings(preset_questions))
+    kn = build_knowledge(vocab, llm, bench_settings(preset_questions), cache)
     wall = time.perf_counter() - t0
     kept = kn.sentences
     written = len(kept) + len(kn.rejected)
@@ -110,7 +114,9 @@ def main(argv=None):
     ap.add_argument("--show", type=int, default=0, help="print N random kept sentences per model")
     ap.add_argument("--preset-questions", action="store_true",
                     help="ask the questions presets are made with (an example caption added), not the defaults")
+    ap.add_argument("--cache", help="JSON-lines answer cache: a rerun re-gates the same answers")
     args = ap.parse_args(argv)
+    cache = JsonlAnswerCache(args.cache) if args.cache else None
     vocab = SAMPLE["vocabulary"][:args.categories]
     specs = [LLMSpec(kind="bundled", name=m.strip(), n_threads=args.threads) for m in args.models.split(",") if m.strip()]
     specs += [LLMSpec(kind="gguf", path=p, n_threads=args.threads) for p in args.gguf]
@@ -119,7 +125,7 @@ def main(argv=None):
             f"{'kept/min':>8s} {'on-topic':>8s} {'written on-topic':>16s} {'label prec. strong (n)':>22s} {'any-synonym (n)':>16s}")
     rows = []
     for spec in specs:
-        r = run(spec, vocab, args.show, args.preset_questions)
+        r = run(spec, vocab, args.show, args.preset_questions, cache)
         rows.append(r)
         print(f"  done {r['model']} in {r['wall_s']:.0f} s; load {os.getloadavg()}", flush=True)
     print("\n" + head)

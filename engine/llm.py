@@ -23,10 +23,8 @@ Choices, each a setting:
   differ from fresh ones, which would break "same seed, same answer" and so resumability.
 - Every call passes `SamplingSettings.seed` to the sampler, so an answer depends only on (model,
   prompt, settings): that is what makes the answer cache of engine.knowledge valid.
-- The default bundled model is SmolLM2-135M-Instruct, picked by bench/bench_knowledge.py (one run
-  on the shared 2-core machine, 1 thread): generation 28 vs 17 tokens/s for Gemma 3 270M base;
-  default knowledge for VOC's 20 categories 286 s (124 questions) vs 276 s (136); quality (share
-  of requested sentences that parse, mention their category and are distinct) 0.65 vs 0.41.
+- The default bundled model is Qwen2.5-Coder-1.5B-Instruct (DEFAULT_BUNDLED), picked by quality,
+  not speed: bench/bench_knowledge.py measures the bundled models side by side (README, "Models").
 """
 from __future__ import annotations
 
