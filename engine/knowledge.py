@@ -351,7 +351,10 @@ def _step_scenes(b: _Build) -> bool:
                                                exclusive=False) if len(names) >= 2]
     kn.stats["scene_groups_source"] = "llm"
     if groups and s.scene_fallback == "super":
-        groups += _super_groups_for_uncovered(b, groups)
+        added = _super_groups_for_uncovered(b, groups)
+        if added:
+            kn.stats["scene_groups_source"] = "llm+super"
+        groups += added
     if not groups:
         kn.stats["scene_groups_source"] = s.scene_fallback
         if s.scene_fallback == "super":
@@ -376,10 +379,7 @@ def _super_groups_for_uncovered(b: _Build, groups: list[list[str]]) -> list[list
     answer like "scene: bird, dog, horse" for twenty categories must not leave the other seventeen
     without scene sentences."""
     covered = {c for g in groups for c in g}
-    added = [g for g in _super_groups(b) if not set(g) <= covered]
-    if added:
-        b.kn.stats["scene_groups_source"] = "llm+super"
-    return added
+    return [g for g in _super_groups(b) if not set(g) <= covered]
 
 
 def _step_scene_sentences(b: _Build) -> bool:
