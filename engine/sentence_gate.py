@@ -18,7 +18,8 @@ order:
                   claims of purpose ("ideal for", "designed to", "ensuring", "allows the rider",
                   "provides comfort", "offers a view", "is used to", "serves as", "helps drivers
                   see", "a crucial component", "plays a role"), general claims ("can vary",
-                  "depending on", "comes in various colors")
+                  "depending on", "comes in various colors", "typically", "known for", "may be",
+                  "an excellent choice", "allowing it to")
                   and measurements ("26 inches", "2 liters", "70 miles per hour")
   too_short       fewer than `min_words` words
   too_long        more than `max_words` words or `max_chars` characters
@@ -69,6 +70,10 @@ _TRIVIA = re.compile(
     # "helps it fly", "helps drivers see", "helps to reduce"; not "a man helps a child"
     r"help(?:s|ing)?(?: to)? (?!(?:a|an|the|his|her|their|my|your|our|him|them|us|me|each|one|out|with)\b)\w+|"
     r"can vary|varies|depending on|(?:available|come|comes) in (?:many|various|different|a variety)|"
+    r"allow(?:s|ing)? (?:it|them|for)|known (?:for|as)|may (?:be|have|also|help)|typically|generally|"
+    r"mak(?:e|es|ing) (?:it|them) (?:an? )?(?:excellent|great|good|ideal|perfect|popular|effective|versatile)|"
+    r"(?:excellent|great|good|popular|ideal|perfect|versatile) (?:choice|option)s?|"
+    r"efficient(?:ly)?|(?:its|their|fuel|energy) efficiency|maximi[sz]e|cost-effective|"
     # measurements no photo shows
     r"\d+(?:\.\d+)?[ -]?(?:inch(?:es)?|feet|foot|ft|cm|mm|centimet(?:er|re)s?|met(?:er|re)s?|kilomet(?:er|re)s?|"
     r"km|miles?|mph|kg|kilograms?|pounds?|lbs?|tons?|lit(?:er|re)s?|gallons?|degrees?|volts?|watts?|"

@@ -66,6 +66,12 @@ def test_junk_attribute_never_becomes_an_attribute():
     ("The fuel tanks play a crucial role in the ladder's performance and reliability.", "trivia"),
     ("The size and shape of a ladder can vary widely depending on its intended use.", "trivia"),
     ("The ladder comes in various colors and textures to match different decor styles.", "trivia"),
+    ("The ladder's smooth ride and light design make it an excellent choice for beginners.", "trivia"),
+    ("The ladder's long rails allow for easy refueling and maintenance operations.", "trivia"),
+    ("A ladder is typically yellow, with large steps that can hold two people at once.", "trivia"),
+    ("Ladders are known for their hunting skills and the ability to catch prey quickly.", "trivia"),
+    ("A person with an almond-shaped ladder has a smaller mouth and may be more shy.", "trivia"),
+    ("The efficient engine of the ladder, as depicted in the photograph, performed flawlessly.", "trivia"),
     ("The ladder's long hull was the first thing I noticed as I stepped onto the deck.", "meta"),
     ('In a photo, the size of "ladder" is small.', "meta"),
     # recorded real lines of Qwen on a dev vocabulary (office things), category made "ladder"
