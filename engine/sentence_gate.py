@@ -78,7 +78,7 @@ _TRIVIA = re.compile(
     r"\d+(?:\.\d+)?[ -]?(?:inch(?:es)?|feet|foot|ft|cm|mm|centimet(?:er|re)s?|met(?:er|re)s?|kilomet(?:er|re)s?|"
     r"km|miles?|mph|kg|kilograms?|pounds?|lbs?|tons?|lit(?:er|re)s?|gallons?|degrees?|volts?|watts?|"
     r"horsepower|hp)|ph levels?)\b|%", re.I)
-_NARRATION = re.compile(r"\b(?:I|I'm|I've|I'd|[Mm]y|[Mm]e)\b")
+_NARRATION = re.compile(r"(?<![\w-])(?:I|I'm|I've|I'd|[Mm]y|[Mm]e)(?![\w-])")  # not "I-beam"
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.U)
 _STOP = frozenset("a an the of in on at to is are was were be with and or its their his her this that "
                   "it by for from as into over under".split())

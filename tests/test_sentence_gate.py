@@ -93,6 +93,7 @@ def test_each_reason(text, reason):
     "A ladder is being used to reach the top shelf of the warehouse.",
     "A ladder leans against a shop sign that reads \"OPEN\" in red letters.",
     "A painter on a ladder paints the window frame of a mine office white.",
+    "A ladder leans on a steel I-beam in the half-built warehouse.",
 ])
 def test_photo_lines_pass_the_purpose_and_narration_rules(text):
     gate = SentenceGate(WAREHOUSE, {})
