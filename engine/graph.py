@@ -84,13 +84,16 @@ def _pattern(name: str) -> re.Pattern:
     return re.compile(rf"(?<![\w\-])(?:{body})(?![\w\-])", re.I)
 
 
-def mentions(text: str, categories: Iterable[str], synonyms: dict[str, list[str]] | None = None) -> list[str]:
-    """Categories whose name or a synonym appears in `text`, in category order."""
+def mentions(text: str, categories: Iterable[str], synonyms: dict[str, list[str]] | None = None,
+             whole: bool = False) -> list[str]:
+    """Categories whose name or a synonym appears in `text` (with `whole`: is all of `text`), in
+    category order."""
     synonyms = synonyms or {}
     found = []
     for cat in categories:
         for form in [cat, *synonyms.get(cat, [])]:
-            if form and form.strip() and _pattern(form.strip()).search(text or ""):
+            pattern = _pattern(form.strip()) if form and form.strip() else None
+            if pattern and (pattern.fullmatch if whole else pattern.search)(text or ""):
                 found.append(cat)
                 break
     return found

@@ -59,18 +59,18 @@ _TRIVIA = re.compile(
     r"patent(?:ed)?|history|historical|historically|statistics?|percent|per cent|million|billion|"
     r"according to|studies show|research(?:ers)? (?:show|found)|wikipedia|encyclopedia|"
     r"(?:commonly|typically|widely|often|usually|frequently|mainly|primarily) used|(?:is|are) used (?:by|for|in|to|as)|"
-    r"industry|industries|industrial|popular choice|essential (?:part|component|tool)|capable of|"
+    r"industry|industries|industrial|essential tool|capable of|"
     # what it is for, not what a photo shows
     r"(?:ideal|perfect|suitable|designed|built) (?:for|to)|ensur(?:e|es|ing)|can be used (?:for|to|as)|"
     r"provid(?:es?|ing)|offer(?:s|ing)|"
     r"making it (?:easy|easier|ideal|perfect|suitable|comfortable|convenient)|"
-    r"allow(?:s|ing)? (?:the|you|users?|people|passengers|riders?|drivers?)|"
+    r"allow(?:s|ing)? (?:the|you|users?|people|passengers|riders?|drivers?|it|them|for)|"
     r"serv(?:es?|ing) as|plays? an? (?:\w+ )?role|contribut(?:es?|ing) to|"
     r"(?:crucial|important|vital|essential|key) (?:part|component|role|feature|element)|"
     # "helps it fly", "helps drivers see", "helps to reduce"; not "a man helps a child"
     r"help(?:s|ing)?(?: to)? (?!(?:a|an|the|his|her|their|my|your|our|him|them|us|me|each|one|out|with)\b)\w+|"
     r"can vary|varies|depending on|(?:available|come|comes) in (?:many|various|different|a variety)|"
-    r"allow(?:s|ing)? (?:it|them|for)|known (?:for|as)|may (?:be|have|also|help)|typically|generally|"
+    r"known (?:for|as)|may (?:be|have|also|help)|typically|generally|"
     r"mak(?:e|es|ing) (?:it|them) (?:an? )?(?:excellent|great|good|ideal|perfect|popular|effective|versatile)|"
     r"(?:excellent|great|good|popular|ideal|perfect|versatile) (?:choice|option)s?|"
     r"efficient(?:ly)?|(?:its|their|fuel|energy) efficiency|maximi[sz]e|cost-effective|"
@@ -78,6 +78,7 @@ _TRIVIA = re.compile(
     r"\d+(?:\.\d+)?[ -]?(?:inch(?:es)?|feet|foot|ft|cm|mm|centimet(?:er|re)s?|met(?:er|re)s?|kilomet(?:er|re)s?|"
     r"km|miles?|mph|kg|kilograms?|pounds?|lbs?|tons?|lit(?:er|re)s?|gallons?|degrees?|volts?|watts?|"
     r"horsepower|hp)|ph levels?)\b|%", re.I)
+_QUOTED = re.compile(r"[\"“”]\s*([^\"“”]{1,60}?)\s*[\"“”]")
 _NARRATION = re.compile(r"(?<![\w-])(?:I|I'm|I've|I'd|[Mm]y|[Mm]e)(?![\w-])")  # not "I-beam"
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.U)
 _STOP = frozenset("a an the of in on at to is are was were be with and or its their his her this that "
@@ -152,10 +153,6 @@ class SentenceGate:
                     named[c].append(head_noun(c))
         self.accepted = strong_synonyms(self.categories, named)
         self._own_words = _category_words(self.categories, self.synonyms)
-        names = sorted({n for c in self.categories for n in [c, *self.synonyms.get(c, [])] if n.strip()},
-                       key=len, reverse=True)
-        self._quoted = (re.compile(r"[\"“”]\s*(?:" + "|".join(re.escape(n.strip()) for n in names) + r")s?\s*[\"“”]", re.I)
-                        if names else re.compile(r"(?!)"))
         self._exact: set[tuple[str, ...]] = set()
         self._kept_sets: dict[tuple[str, ...], list[frozenset[str]]] = {}
 
@@ -168,9 +165,12 @@ class SentenceGate:
         m = _META.search(t)
         if m and m.group(0).casefold() not in self._own_words:
             return "meta", m.group(0)
-        m = _NARRATION.search(t) or self._quoted.search(t)
+        m = _NARRATION.search(t)
         if m:
             return "meta", m.group(0)
+        for q in _QUOTED.finditer(t):  # a category name in quotes: talk about the word
+            if mentions(q.group(1), self.categories, self.synonyms, whole=True):
+                return "meta", q.group(0)
         m = _TRIVIA.search(t)
         if m and m.group(0).casefold() not in self._own_words:
             return "trivia", m.group(0)
