@@ -6,6 +6,8 @@ sentences, scenes, scene sentences; no retries, so the gate's raw share is measu
 
   s/question     wall seconds per question asked
   kept share     sentences the gate keeps / sentences the model wrote (parsed)
+  cut            kept sentences the gate kept without a trailing claim ("..., making it easy to
+                 clean": engine.sentence_gate.cut_claim); counted in kept share
   kept/min       kept sentences per minute of wall time
   on-topic       kept sentences that name every category they were asked about (name or plural,
                  no synonyms); 1.00 unless an accepted synonym did it, since the gate rejects the rest
@@ -91,7 +93,7 @@ def run(spec: LLMSpec, vocab: list[str], show: int, preset_questions: bool = Fal
     raw_on_topic = on_topic + sum(all(mentions(r.text, [c]) for c in r.categories) for r in kn.rejected)
     strong_p, strong_n = label_precision(vocab, kn.synonyms, strong=True)
     loose_p, loose_n = label_precision(vocab, kn.synonyms, strong=False)
-    out = {"model": llm.id, "questions": llm.usage.calls, "wall_s": wall, "written": written, "kept": len(kept),
+    out = {"model": llm.id, "questions": llm.usage.calls, "wall_s": wall, "written": written, "kept": len(kept), "cut": sum(bool(s.cut) for s in kept),
            "s_per_q": wall / max(1, llm.usage.calls), "kept_share": len(kept) / written if written else 0.0,
            "kept_per_min": 60 * len(kept) / wall, "on_topic": on_topic / len(kept) if kept else 0.0,
            "raw_on_topic": raw_on_topic / written if written else 0.0,
@@ -99,7 +101,8 @@ def run(spec: LLMSpec, vocab: list[str], show: int, preset_questions: bool = Fal
            "rejected": kn.stats.get("rejected", {}), "synonyms": kn.synonyms}
     if show:
         rng = random.Random(0)
-        out["shown"] = [(s.text, s.labels) for s in rng.sample(kept, min(show, len(kept)))]
+        out["shown"] = [(s.text + (f"  [cut: {s.cut.strip()}]" if s.cut else ""), s.labels)
+                        for s in rng.sample(kept, min(show, len(kept)))]
         out["shown_rejected"] = [(r.text, r.reason) for r in rng.sample(kn.rejected, min(show // 2, len(kn.rejected)))]
     llm.close()
     return out
@@ -121,7 +124,7 @@ def main(argv=None):
     specs = [LLMSpec(kind="bundled", name=m.strip(), n_threads=args.threads) for m in args.models.split(",") if m.strip()]
     specs += [LLMSpec(kind="gguf", path=p, n_threads=args.threads) for p in args.gguf]
     print(f"# {len(vocab)} categories: {', '.join(vocab)}; {args.threads} thread(s); load {os.getloadavg()}")
-    head = (f"{'model':52s} {'q':>3s} {'s/q':>6s} {'written':>7s} {'kept':>5s} {'kept share':>10s} "
+    head = (f"{'model':52s} {'q':>3s} {'s/q':>6s} {'written':>7s} {'kept':>5s} {'kept share':>10s} {'cut':>4s} "
             f"{'kept/min':>8s} {'on-topic':>8s} {'written on-topic':>16s} {'label prec. strong (n)':>22s} {'any-synonym (n)':>16s}")
     rows = []
     for spec in specs:
@@ -131,7 +134,7 @@ def main(argv=None):
     print("\n" + head)
     for r in rows:
         print(f"{r['model'][:52]:52s} {r['questions']:3d} {r['s_per_q']:6.1f} {r['written']:7d} {r['kept']:5d} "
-              f"{r['kept_share']:10.2f} {r['kept_per_min']:8.1f} {r['on_topic']:8.2f} {r['raw_on_topic']:16.2f} "
+              f"{r['kept_share']:10.2f} {r['cut']:4d} {r['kept_per_min']:8.1f} {r['on_topic']:8.2f} {r['raw_on_topic']:16.2f} "
               f"{r['prec_strong']:15.2f} ({r['n_strong']:3d}) {r['prec_loose']:9.2f} ({r['n_loose']:3d})")
     print(f"\nrejections per reason ({', '.join(REASONS)}):")
     for r in rows:

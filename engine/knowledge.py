@@ -31,7 +31,8 @@ Method choices the paper leaves open (each a KnowledgeSettings field):
   removed, whitespace collapsed, cut to `name_max_chars`, then put between double quotes.
 
 The sentence quality gate (engine.sentence_gate) runs as answers are parsed: a sentence it rejects
-is kept in `Knowledge.rejected` with its reason (counted per reason in `Knowledge.stats`). A
+is kept in `Knowledge.rejected` with its reason (counted per reason in `Knowledge.stats`); one it
+keeps without a trailing claim carries the clause cut off in `Sentence.cut`. A
 sentence question that yields fewer kept sentences than asked for is asked again for the missing
 count with the next seed, at most `max_retries` more times. Labels (engine.graph.label_evidence):
 the asked categories, plus another category only on strong evidence (its name, or an accepted
@@ -82,6 +83,7 @@ class Sentence:
     category: str        # the (first) category asked about
     asked: list[str] = field(default_factory=list)
     evidence: dict[str, str] = field(default_factory=dict)  # label -> why (engine.graph.label_evidence)
+    cut: str = ""  # a trailing claim the sentence gate cut off the model's line (engine.sentence_gate)
 
 
 @dataclass
@@ -207,10 +209,12 @@ class _Build:
                     if kept[i] >= asks[i][1]:
                         self.kn.stats["surplus"] = self.kn.stats.get("surplus", 0) + 1
                         continue  # the count asked for is met; lines beyond it are not used
-                    if gate.check(text, source, q.cats):
-                        ev = label_evidence(text, self.cats, self.accepted_synonyms, q.cats)
+                    kept_text = gate.check(text, source, q.cats)
+                    if kept_text:
+                        ev = label_evidence(kept_text.text, self.cats, self.accepted_synonyms, q.cats)
                         labels = [c for c in self.cats if c in ev]
-                        self.kn.sentences.append(Sentence(text, labels, source, q.cats[0], list(q.cats), ev))
+                        self.kn.sentences.append(Sentence(kept_text.text, labels, source, q.cats[0], list(q.cats),
+                                                          ev, kept_text.cut))
                         kept[i] += 1
             if cancelled:
                 return False

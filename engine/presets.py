@@ -98,7 +98,8 @@ def knowledge_to_dict(knowledge, meta: dict | None = None) -> dict:
         "sentences": [
             {"text": s.text, "labels": list(s.labels), "source": s.source, "category": s.category,
              **({"asked": list(s.asked)} if getattr(s, "asked", None) else {}),
-             **({"evidence": dict(s.evidence)} if getattr(s, "evidence", None) else {})}
+             **({"evidence": dict(s.evidence)} if getattr(s, "evidence", None) else {}),
+             **({"cut": s.cut} if getattr(s, "cut", "") else {})}
             for s in (getattr(knowledge, "sentences", []) or [])
         ],
         # what the sentence gate rejected, with why (engine.sentence_gate): shown and restorable

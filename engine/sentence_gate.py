@@ -31,6 +31,12 @@ order:
   near_duplicate  word-set Jaccard similarity >= `near_duplicate` with a kept sentence asked about
                   the same categories
 
+A sentence that fails only for a claim in a trailing clause ("The colander has a square shape
+with four sides, making it easy to fit into containers.") is kept without that clause when what is
+left passes every check ("The colander has a square shape with four sides."); the clause cut off is
+kept beside the sentence (`Kept.cut`, shown in the studio). A claim in the main clause ("A hammer is
+used to drive nails") is not cut: the sentence is rejected.
+
 Attributes pass `junk_attribute` ("The words in the list are" never becomes an attribute).
 """
 from __future__ import annotations
@@ -78,6 +84,15 @@ _TRIVIA = re.compile(
     r"\d+(?:\.\d+)?[ -]?(?:inch(?:es)?|feet|foot|ft|cm|mm|centimet(?:er|re)s?|met(?:er|re)s?|kilomet(?:er|re)s?|"
     r"km|miles?|mph|kg|kilograms?|pounds?|lbs?|tons?|lit(?:er|re)s?|gallons?|degrees?|volts?|watts?|"
     r"horsepower|hp)|ph levels?)\b|%", re.I)
+#: Where a trailing clause starts: ", which ...", " that ...", ", allowing ...", ", perfect for ...",
+#: " designed for ..." after a noun (cut_claim).
+_CLAUSE = re.compile(
+    r"(?:,\s+|\s+(?=(?:which|that|who)\b))(?:which|that|who|(?:thus |also )?(?:making|allowing|enabling|"
+    r"providing|offering|ensuring|giving|helping|creating|adding|perfect|ideal|designed|built|suitable|used|"
+    r"serving|as it|so that|for)\b)|\s+(?=(?:designed|built|used) (?:for|to)\b)", re.I)
+#: A cut may not leave a head that ends mid-clause ("The oven mitts are.").
+_DANGLING = frozenset("a an the of and or but is are was were be been being it its their very also not so "
+                      "to with as by for in on at".split())
 _QUOTED = re.compile(r"[\"“”]\s*([^\"“”]{1,60}?)\s*[\"“”]")
 _NARRATION = re.compile(r"(?<![\w-])(?:I|I'm|I've|I'd|[Mm]y|[Mm]e)(?![\w-])")  # not "I-beam"
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.U)
@@ -95,6 +110,14 @@ class GateSettings:
     near_duplicate: float = 0.75
     require_all_asked: bool = True
     accept_head_noun: bool = True  # "the hose" names "garden hose" (not a generic word nor another category's)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A sentence the gate keeps: its text, and the trailing claim cut off it ("" when none)."""
+
+    text: str
+    cut: str = ""
 
 
 @dataclass
@@ -125,6 +148,26 @@ def _category_words(categories: list[str], synonyms: dict[str, list[str]]) -> se
         for form in [c, *synonyms.get(c, [])]:
             out.update(words(form))
     return out
+
+
+def cut_claim(text: str) -> tuple[str, str] | None:
+    """(head, cut) when a claim no photo shows (`_TRIVIA`) starts in a trailing clause: the head is
+    the sentence up to that clause, ended with ".", and cut is the clause taken off.
+    "The colander has a square shape with four sides, making it easy to fit into containers." ->
+    ("The colander has a square shape with four sides.", ", making it easy to fit into containers.").
+    None when the claim is the main clause ("A hammer is used to drive nails") or nothing is left."""
+    t = (text or "").strip()
+    m = _TRIVIA.search(t)
+    if not m:
+        return None
+    starts = [c.start() for c in _CLAUSE.finditer(t) if 0 < c.start() <= m.start()]
+    if not starts:
+        return None
+    head = t[:starts[-1]].rstrip(" ,;:-")
+    w = words(head)
+    if not w or w[-1] in _DANGLING:
+        return None
+    return head + ".", t[len(head):]
 
 
 def junk_attribute(text: str) -> bool:
@@ -192,15 +235,22 @@ class SentenceGate:
                 return "near_duplicate", ""
         return None
 
-    def check(self, text: str, source: str, asked: list[str]) -> bool:
-        """True (and remembered as kept) when `text` passes; else its Rejection is recorded."""
+    def check(self, text: str, source: str, asked: list[str]) -> Kept | None:
+        """The sentence to keep (remembered for the duplicate checks), or None with its Rejection
+        recorded. A sentence that fails only for a claim in a trailing clause is kept without that
+        clause (`cut_claim`) when what is left passes every check; `Kept.cut` holds what was cut."""
         why = self.reason(text, asked)
+        kept = Kept(text.strip())
+        if why is not None and why[0] == "trivia":
+            parts = cut_claim(text)
+            if parts and self.reason(parts[0], asked) is None:
+                why, kept = None, Kept(*parts)
         if why is not None:
             self.rejections.append(Rejection(text, why[0], source, list(asked), why[1]))
-            return False
-        self._exact.add(tuple(words(text)))
-        self._kept_sets.setdefault(tuple(asked), []).append(_content_set(text))
-        return True
+            return None
+        self._exact.add(tuple(words(kept.text)))
+        self._kept_sets.setdefault(tuple(asked), []).append(_content_set(kept.text))
+        return kept
 
     def counts(self) -> dict[str, int]:
         """Rejections per reason, every reason listed (zeros too)."""

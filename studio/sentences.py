@@ -3,7 +3,8 @@ question; edit a sentence or its labels; disable or delete it (after a confirmat
 is cleared); counts per category so an under-covered category shows, with a line saying why they
 differ from the number of sentences listed. Sentences the quality gate rejected are listed
 disabled with their reason (column "rejected"); ticking Enabled and saving restores one. "why
-labelled" shows each label's evidence (asked, or the name / synonym found)."""
+labelled" shows each label's evidence (asked, or the name / synonym found); "claim cut off" the
+trailing clause the gate took off the model's line (engine.sentence_gate.cut_claim)."""
 from __future__ import annotations
 
 import gradio as gr
@@ -12,7 +13,7 @@ from engine import workflow as wf
 from studio.common import Page, err, explain, md, ok, project_id, visitor_of
 
 TITLE, TAB_ID = "3 Sentences", "sentences"
-HEADERS = ["id", "text", "labels", "source", "enabled", "rejected", "why labelled"]
+HEADERS = ["id", "text", "labels", "source", "enabled", "rejected", "why labelled", "claim cut off"]
 PAGE = 200
 
 
@@ -26,7 +27,7 @@ def table(ctx, state, category=None, source=None, search="", include_disabled=Tr
     rows = wf.list_sentences(ctx.store, pid, category=category or None, source=source or None,
                              search=search or "", include_disabled=include_disabled, visitor=visitor_of(ctx, state))
     out = [[r["id"], r["text"], ", ".join(r["labels"]), r["source"], bool(r["enabled"]), r["rejected"] or "",
-            "; ".join(f"{k}: {v}" for k, v in r["evidence"].items())] for r in rows[:PAGE]]
+            "; ".join(f"{k}: {v}" for k, v in r["evidence"].items()), r["cut"]] for r in rows[:PAGE]]
     more = f" (first {PAGE} shown)" if len(rows) > PAGE else ""
     gate = wf.rejection_counts(ctx.store, pid, visitor=visitor_of(ctx, state))
     rejected = (" Rejected by the quality gate (disabled, restorable): "

@@ -1,5 +1,6 @@
 """The quality gate's rejections in a project (issue 12): stored disabled with their reason beside
-the kept sentences (real SQLite), counted per reason, listed with the label evidence, restorable;
+the kept sentences (real SQLite), counted per reason, listed with the label evidence and the claim
+the gate cut off, restorable;
 a v1 database migrates to the schema that holds them."""
 import shutil
 from pathlib import Path
@@ -20,7 +21,8 @@ KNOWLEDGE = {
          "source": "coarse", "category": "forklift", "asked": ["forklift"],
          "evidence": {"forklift": "asked", "pallet": "name: pallet"}},
         {"text": "A wooden pallet leans against the wall.", "labels": ["pallet"], "source": "coarse",
-         "category": "pallet", "asked": ["pallet"], "evidence": {"pallet": "asked"}},
+         "category": "pallet", "asked": ["pallet"], "evidence": {"pallet": "asked"},
+         "cut": ", making it easy to reach with a forklift."},
     ],
     "rejected": [
         {"text": "The 3 sentences below describe a pallet:", "reason": "preamble", "source": "coarse",
@@ -49,6 +51,7 @@ def test_rejections_are_stored_disabled_with_reasons_and_evidence(project):
     rejected = [r for r in rows if r["rejected"]]
     assert [r["text"] for r in kept] == [s["text"] for s in KNOWLEDGE["sentences"]]
     assert kept[0]["evidence"] == {"forklift": "asked", "pallet": "name: pallet"}
+    assert [r["cut"] for r in kept] == ["", ", making it easy to reach with a forklift."]
     assert [(r["rejected"], r["enabled"]) for r in rejected] == [("preamble", False), ("meta", False),
                                                                 ("off_topic", False)]
     assert wf.rejection_counts(store, pid) == {"preamble": 1, "meta": 1, "off_topic": 1}
@@ -77,7 +80,7 @@ def test_v1_database_migrates_to_the_schema_with_rejections(tmp_path):
         assert store.schema_version() == SCHEMA_VERSION
         pid = store.list_projects()[0].id
         old = store.list_sentences(pid)
-        assert all(s.rejected is None and s.evidence == {} for s in old)
+        assert all(s.rejected is None and s.evidence == {} and s.cut == "" for s in old)
         wf.store_knowledge(store, pid, {"sentences": [], "rejected": KNOWLEDGE["rejected"][:1]})
         assert store.rejection_counts(pid) == {"preamble": 1}
     finally:

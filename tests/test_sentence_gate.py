@@ -82,9 +82,55 @@ def test_junk_attribute_never_becomes_an_attribute():
     ("A worker in a yellow vest climbs up to the top shelf of the warehouse.", "off_topic"),
 ])
 def test_each_reason(text, reason):
+    """The reason of the whole line (what `check` records unless a trailing claim can be cut off)."""
+    gate = SentenceGate(WAREHOUSE, {})
+    assert gate.reason(text, ["ladder"])[0] == reason
+
+
+# Recorded real Qwen2.5-Coder-1.5B lines (benchmark kitchen run, VOC and COCO runs), category made
+# "ladder": the claim sits in a trailing clause, and what is left describes a photo.
+@pytest.mark.parametrize("text,head", [
+    ("The ladder has a square shape with four sides, making it easy to fit into containers of different sizes.",
+     "The ladder has a square shape with four sides."),
+    ("The ladder is a square-shaped tool with four legs and a handle, which allows it to be carried easily.",
+     "The ladder is a square-shaped tool with four legs and a handle."),
+    ("The ladder is a flat, smooth surface designed for use in the kitchen, where chefs and cooks prepare food.",
+     "The ladder is a flat, smooth surface."),
+    ("A ladder is placed on the counter while a whisk is left behind, allowing for the preparation of tea.",
+     "A ladder is placed on the counter while a whisk is left behind."),
+    ("A large ladder with multiple steps is arranged in the living room, providing ample seating options.",
+     "A large ladder with multiple steps is arranged in the living room."),
+    ("A shiny ladder is made of a synthetic material that has a high elasticity, allowing for quick climbs.",
+     "A shiny ladder is made of a synthetic material that has a high elasticity."),
+    ("An umbrella stands near a ladder, offering a cooling shade during hot days.",
+     "An umbrella stands near a ladder."),
+])
+def test_a_trailing_claim_is_cut_off_and_the_photo_kept(text, head):
+    gate = SentenceGate(WAREHOUSE, {})
+    assert gate.reason(text, ["ladder"])[0] == "trivia"
+    kept = gate.check(text, "coarse", ["ladder"])
+    assert kept and kept.text == head and text == head[:-1] + kept.cut, kept
+    assert gate.rejections == []
+
+
+@pytest.mark.parametrize("text", [
+    "A heavy ladder is used to reach the roof of the barn.",  # the claim is the main clause
+    "The small ladders are perfect for handling boxes on the top shelf.",  # "The small ladders are." dangles
+    "The ladder, which is used for picking apples, stands in the orchard.",  # "The ladder." is too short
+    "The steps are wide, making the ladder ideal for heavy boxes.",  # what is left does not name the ladder
+])
+def test_a_claim_that_cannot_be_cut_off_rejects_the_line(text):
     gate = SentenceGate(WAREHOUSE, {})
     assert not gate.check(text, "coarse", ["ladder"])
-    assert gate.rejections[-1].reason == reason
+    assert gate.rejections[-1].reason == "trivia" and gate.rejections[-1].text == text
+
+
+def test_a_cut_line_that_repeats_a_kept_one_is_not_kept_twice():
+    """Recorded: Qwen wrote "Curved handle of a spatula, which is used for ..." five times."""
+    gate = SentenceGate(WAREHOUSE, {})
+    assert gate.check("The curved rails of a ladder, which is used for stirring food.", "coarse", ["ladder"])
+    assert not gate.check("The curved rails of a ladder, which is used for slicing bread.", "coarse", ["ladder"])
+    assert [r.reason for r in gate.rejections] == ["trivia"]  # the line as written
 
 
 @pytest.mark.parametrize("text", [
@@ -162,7 +208,7 @@ def test_recorded_qwen_answers_mostly_pass_and_rejections_carry_reasons():
         gate = SentenceGate(meta["vocabulary"], meta.get("synonyms", {}))
         for text in parse_sentences((FIX / name).read_text()):
             written += 1
-            kept += gate.check(text, "coarse", meta["categories"])
+            kept += gate.check(text, "coarse", meta["categories"]) is not None
         assert all(r.reason in REASONS and r.text for r in gate.rejections)
     assert written >= 20 and kept / written >= 0.7, (kept, written)
 

@@ -49,9 +49,9 @@ def test_files_of_the_shared_layout_move_to_the_database_folder(tmp_path):
     if SCHEMA_VERSION > 3:  # make it look like a file written before this release
         con.execute("DELETE FROM schema_version")
         con.execute("INSERT INTO schema_version VALUES (3, '2026-01-01 00:00:00')")
-        cols = [r[1] for r in con.execute("PRAGMA table_info(run)")]
-        if "lease" in cols:
-            con.execute("ALTER TABLE run DROP COLUMN lease")
+        for table, column in (("run", "lease"), ("sentence", "cut")):  # what versions 4 and 5 added
+            if column in [r[1] for r in con.execute(f"PRAGMA table_info({table})")]:
+                con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     con.commit()
     con.close()
     s = Store(db)

@@ -100,7 +100,7 @@ class KnowledgeTables(Database):
 
     def replace_sentences(self, project_id: int, rows: Iterable[dict]) -> None:
         """Make the project's sentences exactly ``rows`` (dicts: text, labels, source, category,
-        enabled, edited, and optionally rejected (the gate's reason) and evidence)."""
+        enabled, edited, and optionally rejected (the gate's reason), evidence and cut)."""
         with self._session() as s:
             self._project(s, project_id)
             s.execute(delete(Sentence).where(Sentence.project_id == project_id))
@@ -302,4 +302,5 @@ def _sentence(project_id: int, r: dict) -> Sentence:
     return Sentence(project_id=project_id, text=str(r["text"]), labels=list(r.get("labels") or []),
                     source=str(r.get("source") or ""), category=r.get("category"),
                     enabled=bool(r.get("enabled", True)), edited=bool(r.get("edited", False)),
-                    rejected=r.get("rejected") or None, evidence=dict(r.get("evidence") or {}))
+                    rejected=r.get("rejected") or None, evidence=dict(r.get("evidence") or {}),
+                    cut=str(r.get("cut") or ""))

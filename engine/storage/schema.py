@@ -24,7 +24,7 @@ from sqlalchemy import JSON, CheckConstraint, Column, ForeignKey, Integer, Uniqu
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 ARCHIVE_FORMAT = "image-free-studio-project"
 RUN_STATUSES = ("queued", "running", "done", "cancelled", "failed")
 EDGE_ORIGINS = ("computed", "user-added", "user-removed")
@@ -117,6 +117,7 @@ class Sentence(_Base, table=True):
     edited: bool = False
     rejected: Optional[str] = None  # the quality gate's reason; None for a kept or restored sentence
     evidence: dict = _json(dict)    # {label: why} (engine.graph.label_evidence)
+    cut: str = ""                   # a trailing claim the sentence gate cut off (engine.sentence_gate)
 
 
 class Edge(_Base, table=True):
@@ -209,4 +210,5 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE sentence ADD COLUMN evidence JSON NOT NULL DEFAULT '{}'",
     ],
     3: ["ALTER TABLE run ADD COLUMN lease JSON"],  # + the files move: engine.storage.file_layout
+    4: ["ALTER TABLE sentence ADD COLUMN cut VARCHAR NOT NULL DEFAULT ''"],
 }

@@ -90,9 +90,9 @@ def store_knowledge(store, project_id: int, k: dict) -> None:
     mine = store.list_sentences(project_id, by_user=True)
     have = {s_.text.casefold() for s_ in mine}
     rows = [dict(text=s_.text, labels=list(s_.labels), source=s_.source, category=s_.category,
-                 enabled=s_.enabled, edited=s_.edited) for s_ in mine]
+                 enabled=s_.enabled, edited=s_.edited, cut=s_.cut) for s_ in mine]
     rows += [dict(text=s_["text"], labels=list(s_["labels"]), source=s_.get("source", ""),
-                  category=s_.get("category"), evidence=s_.get("evidence") or {})
+                  category=s_.get("category"), evidence=s_.get("evidence") or {}, cut=s_.get("cut") or "")
              for s_ in k.get("sentences") or [] if s_["text"].casefold() not in have]
     # the quality gate's rejections: stored disabled with their reason, restorable one by one
     rows += [dict(text=r["text"], labels=list(r.get("categories") or []), source=r.get("source", ""),

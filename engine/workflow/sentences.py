@@ -14,7 +14,7 @@ def list_sentences(store, project_id: int, category=None, source=None, search: s
                                 source=source or None, search=search or None)
     return [{"id": s.id, "text": s.text, "labels": list(s.labels), "source": s.source,
              "category": s.category, "enabled": bool(s.enabled), "rejected": s.rejected,
-             "evidence": dict(s.evidence or {})} for s in rows]
+             "evidence": dict(s.evidence or {}), "cut": s.cut or ""} for s in rows]
 
 
 @owned
