@@ -82,7 +82,7 @@ def recorded_templates(key: str, llm_id: str) -> dict[str, StepTemplate] | None:
     templates = json.loads(meta.get("settings") or "{}").get("templates")
     if not templates:
         return None
-    return {step: StepTemplate(t["question"], t["primer"], t["answer_start"], tuple(t["stop"]))
+    return {step: StepTemplate(t["question"], t["primer"], t["answer_start"], tuple(t["stop"]), t.get("example", ""))
             for step, t in templates.items()}
 
 

@@ -69,7 +69,7 @@ from typing import Callable
 from engine.answer_cache import AnswerCache, JsonlAnswerCache, MemoryAnswerCache, answer_key  # noqa: F401
 from engine.graph import label_evidence, mentions, variants
 from engine.knowledge_runner import Answer, Regenerate, _Runner  # noqa: F401
-from engine.knowledge_settings import (DEFAULT_TEMPLATES, STEPS, VOCABULARY_STEPS,  # noqa: F401
+from engine.knowledge_settings import (DEFAULT_TEMPLATES, EXAMPLE_FIELDS, STEPS, VOCABULARY_STEPS,  # noqa: F401
                                        KnowledgeSettings, StepTemplate)
 from engine.parsing import _key, dedupe, parse_groups, parse_phrases, parse_sentences
 from engine.sentence_gate import Rejection, SentenceGate, junk_attribute

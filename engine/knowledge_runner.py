@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from engine.answer_cache import answer_key
-from engine.knowledge_settings import _FIELDS, VOCABULARY_STEPS
+from engine.knowledge_settings import _FIELDS, VOCABULARY_STEPS, example_question
 from engine.llm import Prompt, SamplingSettings
 from engine.parsing import parse_phrases, parse_sentences
 
@@ -123,7 +123,8 @@ class _Runner:
         question = t.question.format(**values)
         primer = t.primer.format(**values)
         stop = tuple(t.stop) + ((f"\n{n + 1}.",) if numbered and t.answer_start else ())
-        prompt = Prompt.ask(question, primer=primer, answer_start=t.answer_start, stop=stop)
+        example = (example_question(step, t), t.example) if t.example else ()
+        prompt = Prompt.ask(question, primer=primer, answer_start=t.answer_start, stop=stop, example=example)
         budget = per_item_tokens * max(1, n) + self.settings.tokens_overhead
         sampling = replace(self.settings.sampling, max_tokens=min(self.settings.sampling.max_tokens, budget))
         if seed_offset:

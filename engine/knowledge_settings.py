@@ -7,6 +7,16 @@ training set, and a sentence that does not name its category is rejected by the 
 "it"" is there because Qwen2.5-Coder-1.5B answered a numbered list as one paragraph ("It has four
 wheels and a handle ..."): on a dev vocabulary (garden tools, not the benchmark's) its recorded
 answers kept 0.79 of the sentences with the earlier wording and 0.88 with this one.
+
+Each sentence question carries a worked example (`StepTemplate.example`): chat models first see the
+same question asked about a school bus (or a dog and a frisbee) and three photo captions as their
+own answer. Measured with Qwen2.5-Coder-1.5B on the benchmark's held-out kitchen vocabulary
+(bench/bench_knowledge.py, 2026-11-30): the gate kept 0.48 of what it wrote with the example and
+0.52 without, but read one by one, 19 of 20 kept sentences with it were photo captions ("A black
+square colander is placed on the kitchen counter.") against 14 of 20 without ("When turned on, the
+toaster quickly heats up, preparing sandwiches or toast within seconds."). On two dev vocabularies
+the kept share was 0.85 with it and 0.44 without (bathroom), 0.69 and 0.70 (workshop). Base models
+do not see it (their primer is unchanged).
 """
 from __future__ import annotations
 
@@ -25,12 +35,31 @@ STEPS = ("synonyms", "super", "common", "attributes", "coarse_sentences", "filte
 class StepTemplate:
     """One question. `question` goes to chat models. Base models complete `primer` followed by
     `answer_start` and stop at `stop` (plus "\\n{n+1}." for numbered lists of n items).
-    Fields: {category} {category1} {category2} {attribute} {attributes} {objects} {count} {n}."""
+    Fields: {category} {category1} {category2} {attribute} {attributes} {objects} {count} {n}.
+    `example` (sentence steps only; "" for none): a worked answer that chat models see first, as
+    their own answer to this question asked about `EXAMPLE_FIELDS[step]` (`example_question`)."""
 
     question: str
     primer: str
     answer_start: str = "1."
     stop: tuple[str, ...] = ("\n\n",)
+    example: str = ""
+
+
+#: What the worked example of a sentence step is about. No category of a preset is among them.
+EXAMPLE_FIELDS = {
+    "coarse_sentences": {"category": "school bus", "attribute": "color"},
+    "fine_sentences": {"category": "school bus", "attribute": "windows"},
+    "scene_sentences": {"category1": "dog", "category2": "frisbee"},
+}
+
+
+def example_question(step: str, template: StepTemplate) -> str:
+    """The question the worked example answers: the step's question about EXAMPLE_FIELDS[step],
+    asking for as many sentences as the example holds."""
+    n = len([line for line in template.example.splitlines() if line.strip()])
+    values = {k: "" for k in _FIELDS} | EXAMPLE_FIELDS[step] | {"n": n}
+    return template.question.format(**values)
 
 
 DEFAULT_TEMPLATES: dict[str, StepTemplate] = {
@@ -56,7 +85,10 @@ DEFAULT_TEMPLATES: dict[str, StepTemplate] = {
         'Please help me generate {n} different sentences about {category} from the angle of the {attribute}. '
         'Each sentence describes what a photo of {category} shows. Each sentence stands on its own: it names '
         '{category} (never "it" or "its" instead). Answer with a numbered list of sentences only.',
-        'Here are {n} different sentences describing a photo of {category}, from the angle of the {attribute}:\n'),
+        'Here are {n} different sentences describing a photo of {category}, from the angle of the {attribute}:\n',
+        example="1. A yellow school bus waits at the curb while children climb aboard.\n"
+                "2. A bright yellow school bus with black stripes drives down a tree-lined street.\n"
+                "3. Two yellow school buses are parked side by side in an empty lot."),
     "filter": StepTemplate(
         'Attributes: {attributes}.\nPlease delete the above attribute words that are not very relevant to '
         '{category}. Finally, {n} attribute words remain. Answer with a numbered list of the remaining words.',
@@ -65,7 +97,10 @@ DEFAULT_TEMPLATES: dict[str, StepTemplate] = {
         'Please write {n} different sentences describing the {attribute} of {category} as seen in a photo. '
         'Each sentence stands on its own: it names {category} (never "it" or "its" instead). '
         'Answer with a numbered list of sentences only.',
-        'Here are {n} different sentences describing the {attribute} of {category} as seen in a photo:\n'),
+        'Here are {n} different sentences describing the {attribute} of {category} as seen in a photo:\n',
+        example="1. A school bus has a long row of square windows along its side.\n"
+                "2. Children wave through the open windows of a school bus.\n"
+                "3. The windows of a parked school bus reflect the afternoon sun."),
     "scenes": StepTemplate(
         'Words: {objects}.\nCategorize the above words according to possible common occurrences in a scene. '
         'Answer with one line per scene, like "scene: word, word, word".',
@@ -76,7 +111,10 @@ DEFAULT_TEMPLATES: dict[str, StepTemplate] = {
         'Please generate {n} different descriptive sentences for a scene containing {category1} and {category2}. '
         'Each sentence describes what a photo of the scene shows. Each sentence stands on its own: it names both '
         '{category1} and {category2} (never "it" or "its" instead). Answer with a numbered list of sentences only.',
-        'Here are {n} different descriptive sentences of a photo of a scene containing {category1} and {category2}:\n'),
+        'Here are {n} different descriptive sentences of a photo of a scene containing {category1} and {category2}:\n',
+        example="1. A brown dog leaps to catch a red frisbee in a sunny park.\n"
+                "2. A man throws a frisbee while his dog runs after it on the beach.\n"
+                "3. A dog lies on the grass with a chewed frisbee between its paws."),
 }
 
 VOCABULARY_STEPS = frozenset({"super", "common", "scenes"})
@@ -138,6 +176,9 @@ class KnowledgeSettings:
                     if name not in _FIELDS:
                         raise ValueError(f"The {step} template uses {{{name}}}; the fields are "
                                          f"{', '.join('{' + f + '}' for f in sorted(_FIELDS))}.")
+            if t.example and step not in EXAMPLE_FIELDS:
+                raise ValueError(f"The {step} question cannot have a worked example; only "
+                                 f"{', '.join(EXAMPLE_FIELDS)} can.")
         if self.max_retries < 0:
             raise ValueError("max_retries must be 0 or more.")
         if self.scene_fallback not in ("super", "all"):

@@ -114,8 +114,11 @@ class Prompt:
     stop: tuple[str, ...] = ()
 
     @staticmethod
-    def ask(question: str, primer: str = "", answer_start: str = "", stop=(), system: str | None = None) -> "Prompt":
-        msgs = ((("system", system),) if system else ()) + (("user", question),)
+    def ask(question: str, primer: str = "", answer_start: str = "", stop=(), system: str | None = None,
+            example: tuple[str, str] = ()) -> "Prompt":
+        """`example`: a worked (question, answer) that chat models see as an earlier exchange."""
+        shown = (("user", example[0]), ("assistant", example[1])) if example else ()
+        msgs = ((("system", system),) if system else ()) + shown + (("user", question),)
         return Prompt(messages=msgs, primer=primer or f"Question: {question}\nAnswer:\n",
                       answer_start=answer_start, stop=tuple(stop))
 

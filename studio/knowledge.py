@@ -30,7 +30,8 @@ LIMIT_FIELDS = ("attributes_per_category", "fine_attributes_per_category", "pair
 def settings_fields() -> tuple[list, list, list]:
     """From ``KnowledgeSettings``: (counts, limits, templates). Counts are the ``n_*`` fields
     (how many items each question asks for); limits the other whole-number fields (empty = no
-    limit where the engine allows None); templates ``(step, question, primer)``."""
+    limit where the engine allows None); templates ``(step, question, primer, example)``, example
+    None for a step that cannot have a worked example."""
     d = wf.KnowledgeSettings()
     counts, limits = [], []
     for f in dataclasses.fields(wf.KnowledgeSettings):
@@ -40,7 +41,8 @@ def settings_fields() -> tuple[list, list, list]:
             counts.append((f.name, val))
         elif f.name in LIMIT_FIELDS or (numeric and f.name not in ("steps",)):
             limits.append((f.name, val))
-    templates = [(step, t.question, t.primer) for step, t in d.templates.items()]
+    templates = [(step, t.question, t.primer, t.example if step in wf.EXAMPLE_FIELDS else None)
+                 for step, t in d.templates.items()]
     return counts, limits, templates
 
 
@@ -56,7 +58,8 @@ def settings_problems(values: dict) -> list[str]:
 
 def make_settings(values: dict):
     """``KnowledgeSettings`` from the widget values: ``{field: number}`` and
-    ``{"question:<step>": text, "primer:<step>": text}``. An empty optional limit means None."""
+    ``{"question:<step>": text, "primer:<step>": text, "example:<step>": text}``. An empty
+    optional limit means None; an empty example means none."""
     problems = settings_problems(values)
     if problems:
         raise ValueError(" ".join(problems))
@@ -76,13 +79,12 @@ def make_settings(values: dict):
         if not kw["steps"]:
             raise ValueError("Choose at least one question step.")
     tmpl = dict(base.templates)
-    for step, _, _ in templates:
-        q, pr = values.get(f"question:{step}"), values.get(f"primer:{step}")
+    for step, *_ in templates:
         changes = {}
-        if q is not None and q != tmpl[step].question:
-            changes["question"] = q
-        if pr is not None and pr != tmpl[step].primer:
-            changes["primer"] = pr
+        for part in ("question", "primer", "example"):
+            text = values.get(f"{part}:{step}")
+            if text is not None and text != getattr(tmpl[step], part):
+                changes[part] = text
         if changes:
             tmpl[step] = dataclasses.replace(tmpl[step], **changes)
     settings = dataclasses.replace(base, templates=tmpl, **kw)
@@ -252,10 +254,15 @@ def build(ctx) -> dict:
                                               precision=0, elem_id=f"ks-{name}", min_width=120)
     with gr.Accordion("Question templates (chat models get the question, base models the primer)",
                       open=False):
-        for step, question, primer in templates:
+        for step, question, primer, example in templates:
             with gr.Row():
                 w["fields"][f"question:{step}"] = gr.Textbox(value=question, label=f"{step}: question", lines=2)
                 w["fields"][f"primer:{step}"] = gr.Textbox(value=primer, label=f"{step}: primer", lines=2)
+                if example is not None:
+                    about = " and ".join(wf.EXAMPLE_FIELDS[step].values())
+                    w["fields"][f"example:{step}"] = gr.Textbox(
+                        value=example, lines=3, elem_id=f"ks-example-{step}",
+                        label=f"{step}: worked example, about {about} (chat models see it first; empty = none)")
     with gr.Row():
         w["generate"] = gr.Button("Generate knowledge", variant="primary", elem_id="gen-knowledge")
         w["cancel"] = gr.Button("Cancel", variant="stop", elem_id="cancel-knowledge")

@@ -168,3 +168,45 @@ def test_pipeline_through_http_with_concurrency_and_regenerate(server):
     n = llm.usage.calls
     build_knowledge(cats, llm, KnowledgeSettings(), cache=Cache(), regenerate=Regenerate(steps=["common"]))
     assert llm.usage.calls - n == 1
+
+
+def test_sentence_questions_carry_their_worked_example_as_an_earlier_exchange(server):
+    """What the server receives: the worked example (EXAMPLE_FIELDS) as a user question and its
+    assistant answer before the real question; none for the other steps, none when it is emptied."""
+    from dataclasses import replace
+
+    from engine.knowledge_settings import DEFAULT_TEMPLATES, EXAMPLE_FIELDS, example_question
+
+    llm = open_llm(LLMSpec(kind="openai", base_url=server, model="m"))
+    steps = ("attributes", "coarse_sentences", "scenes", "scene_sentences")
+    Handler.calls.clear()
+    build_knowledge(["cat", "dog"], llm, KnowledgeSettings(steps=steps, n_coarse_sentences=2, max_retries=0))
+    sent = [c["body"]["messages"] for c in Handler.calls]
+    coarse = [m for m in sent if "from the angle of" in m[-1]["content"]]
+    scene = [m for m in sent if "scene containing" in m[-1]["content"]]
+    others = [m for m in sent if m not in coarse and m not in scene]
+    assert coarse and scene and others
+    t = DEFAULT_TEMPLATES["coarse_sentences"]
+    for m in coarse:
+        assert [x["role"] for x in m] == ["user", "assistant", "user"]
+        assert m[0]["content"] == example_question("coarse_sentences", t) and m[1]["content"] == t.example
+        assert "school bus" in m[0]["content"] and "Please help me generate 3 different" in m[0]["content"]
+    assert all("a scene containing dog and frisbee" in m[0]["content"] and m[1]["role"] == "assistant" for m in scene)
+    assert all(len(m) == 1 for m in others)
+    assert EXAMPLE_FIELDS["scene_sentences"] == {"category1": "dog", "category2": "frisbee"}
+    # emptied: the question goes alone
+    Handler.calls.clear()
+    none = {k: replace(v, example="") for k, v in DEFAULT_TEMPLATES.items()}
+    build_knowledge(["cat"], llm, KnowledgeSettings(templates=none, steps=steps[:2], n_coarse_sentences=2,
+                                                    max_retries=0))
+    assert Handler.calls and all(len(c["body"]["messages"]) == 1 for c in Handler.calls)
+
+
+def test_a_worked_example_only_where_a_step_can_have_one():
+    from dataclasses import replace
+
+    from engine.knowledge_settings import DEFAULT_TEMPLATES
+
+    bad = dict(DEFAULT_TEMPLATES, attributes=replace(DEFAULT_TEMPLATES["attributes"], example="1. fur"))
+    with pytest.raises(ValueError, match="attributes question cannot have a worked example"):
+        KnowledgeSettings(templates=bad).validate()

@@ -97,9 +97,18 @@ def test_knowledge_settings_from_widgets():
     with pytest.raises(ValueError):
         small_settings([])
     counts, limits, templates = knowledge.settings_fields()
-    step, question, primer = templates[0]
+    step, question, primer, example = templates[0]
+    assert example is None  # the synonyms question has no worked example
     changed = knowledge.make_settings({f"question:{step}": question + " Be brief."})
     assert changed.templates[step].question.endswith("Be brief.")
+    # the sentence steps' worked examples: shown, editable, and emptied means none
+    shown = {t[0]: t[3] for t in templates if t[3] is not None}
+    assert set(shown) == {"coarse_sentences", "fine_sentences", "scene_sentences"} and all(shown.values())
+    edited = knowledge.make_settings({"example:coarse_sentences": "1. A red fire truck parks by a hydrant.",
+                                      "example:scene_sentences": ""})
+    assert edited.templates["coarse_sentences"].example == "1. A red fire truck parks by a hydrant."
+    assert edited.templates["scene_sentences"].example == ""
+    assert edited.templates["fine_sentences"].example == shown["fine_sentences"]
 
 
 @pytest.mark.parametrize("vocab, words", [

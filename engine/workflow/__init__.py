@@ -60,6 +60,7 @@ from engine.workflow.vocabularies import borrow_source, project_vocabulary, repr
 _LAZY = {
     "BackboneSpec": "engine.clip_backbone", "MissingWeightsError": "engine.clip_backbone",
     "KnowledgeSettings": "engine.knowledge", "STEPS": "engine.knowledge", "Regenerate": "engine.knowledge",
+    "EXAMPLE_FIELDS": "engine.knowledge",
     "LLMSpec": "engine.llm", "BUNDLED": "engine.llm", "DEFAULT_BUNDLED": "engine.llm",
     "HubModelError": "engine.hub_models",
     "PromptLayout": "engine.prompts",
