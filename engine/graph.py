@@ -2,7 +2,8 @@
 
 - A sentence's labels: the categories it was asked about, plus every category whose name or one
   of its strong synonyms appears in it (`strong_synonyms`: not a generic word, not the head noun of
-  another category; a mention inside a longer mention of another category does not count). Matching is on word boundaries, case-insensitive, and
+  another category; a mention inside a longer mention of another category does not count, nor a
+  colour-named category used as a colour: "an orange bus"). Matching is on word boundaries, case-insensitive, and
   plural-insensitive (regular English plurals -s/-es/-ies, a short table of irregular ones, and a
   multi-word name matches with any whitespace or a hyphen between its words; "diningtable" also
   matches "dining table" when that is given as a synonym).
@@ -110,6 +111,33 @@ lift lifter loader jack mover hauler
 """.split())
 
 
+#: Category names that are also colour words: "an orange bus" names a colour, "an orange on the
+#: plate" the fruit (`_names_a_colour`).
+COLOUR_NAMES = frozenset("orange lime olive peach plum cherry lemon salmon lavender coral mint ivory".split())
+_COLOURS = COLOUR_NAMES | frozenset("""red green blue yellow black white brown grey gray pink purple
+gold silver beige tan""".split())
+#: Words after the fruit, not after the colour: "an orange on the plate", "orange slices".
+_AFTER_THE_THING = frozenset("""on in at with is are was were be sits sit lies lie rests rest hangs hang
+rolls roll from beside next near by of that which has have had to for into onto under over inside
+between among slice slices wedge wedges peel peels segment segments tree trees half halves""".split())
+_NEXT_WORDS = re.compile(r"[\s\-]+([A-Za-z]+)(?:\s+([A-Za-z]+))?")
+
+
+def _names_a_colour(text: str, match: re.Match) -> bool:
+    """A singular mention of a colour-named category used as a colour: followed by a word that is
+    not a preposition or verb ("orange bus", "orange-coloured"), or by "and"/"or" and a colour
+    ("orange and white cat"). Plurals ("oranges") and "orange." / "orange on the table" are the thing."""
+    if match.group(0).lower() not in COLOUR_NAMES:
+        return False
+    nxt = _NEXT_WORDS.match(text, match.end())
+    if not nxt:
+        return False
+    word, after = nxt.group(1).lower(), (nxt.group(2) or "").lower()
+    if word in ("and", "or"):
+        return after in _COLOURS
+    return word not in _AFTER_THE_THING
+
+
 def head_noun(name: str) -> str:
     ws = name.strip().lower().split()
     return ws[-1] if ws else ""
@@ -146,7 +174,8 @@ def label_evidence(text: str, categories: list[str], synonyms: dict[str, list[st
     """{category: why it is a label of `text`}: "asked" for the categories the question was about;
     for another category, "name: <form>" when its name appears, or "synonym: <syn>" when one of its
     strong synonyms (`strong_synonyms`) does. A name or synonym inside a longer mention of another
-    category does not count ("truck" in "hand truck")."""
+    category does not count ("truck" in "hand truck"), nor does a colour-named category used as a
+    colour ("an orange bus": `_names_a_colour`)."""
     strong = strong_synonyms(categories, synonyms)
     masked = text or ""
     by_len = sorted(categories, key=len, reverse=True)
@@ -162,7 +191,7 @@ def label_evidence(text: str, categories: list[str], synonyms: dict[str, list[st
             for m in _pattern(form.strip()).finditer(masked):
                 inside = any(a <= m.start() and m.end() <= b and o != c and (b - a) > (m.end() - m.start())
                              for a, b, o in spans)
-                if not inside:
+                if not inside and not _names_a_colour(masked, m):
                     ev[c] = f"{kind}: {m.group(0)}"
                     break
             if c in ev:

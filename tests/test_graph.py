@@ -1,5 +1,7 @@
 """engine.graph on a hand-made case whose labels, weights and cliques are known."""
-from engine.graph import build_graph, cooccurrence, label_sentence, maximal_cliques, mentions
+import pytest
+
+from engine.graph import build_graph, cooccurrence, label_evidence, label_sentence, maximal_cliques, mentions
 
 CATS = ["person", "bicycle", "car", "bus", "dog", "diningtable", "sofa"]
 SYN = {"diningtable": ["dining table", "table"], "sofa": ["couch"]}
@@ -44,3 +46,23 @@ def test_a_name_matches_open_hyphenated_and_closed_spellings_as_a_whole_word():
     assert mentions("lawnmowers in a row", ["lawn mower"]) == ["lawn mower"]
     assert mentions("a carrot cake and a c ar", ["car"]) == []
     assert mentions("the lawnmowerman", ["lawnmower"]) == []
+
+
+@pytest.mark.parametrize("text,second", [
+    # recorded real Qwen2.5-Coder-1.5B lines of the COCO run, asked about another category
+    ("A bright orange bus is moving along a rural road.", False),
+    ("An orange bowl of cereal is set out for breakfast.", False),
+    ("A pink and orange train is making its way through a busy city.", False),
+    ("An orange-colored bowl stands on the table.", False),
+    ("An orange and white cat sleeps in a bowl.", False),
+    # the fruit
+    ("An orange sits in a bowl on the kitchen table.", True),
+    ("A knife cuts orange slices on a board.", True),
+    ("Two oranges lie beside the bowl.", True),
+    ("A bowl holds an orange, a banana and a pear.", True),
+    ("A bowl holds an orange.", True),
+])
+def test_a_colour_word_category_labels_the_thing_not_the_colour(text, second):
+    cats = ["orange", "bowl", "bus", "train", "cat", "knife"]
+    asked = [next(c for c in ["bowl", "bus", "train", "knife"] if c in text.lower())]
+    assert ("orange" in label_evidence(text, cats, {}, asked)) is second
