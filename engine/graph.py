@@ -143,29 +143,37 @@ def head_noun(name: str) -> str:
     return ws[-1] if ws else ""
 
 
+_GENERIC_FORMS = frozenset(g for w in GENERIC_WORDS for g in variants(w))
+
+
 def strong_synonyms(categories: list[str], synonyms: dict[str, list[str]] | None) -> dict[str, list[str]]:
     """The synonyms that count as evidence of their category: not a generic word
     (`GENERIC_WORDS`), not another category's name, and not the head noun (last word) of another
     category's name ("truck" is the head of "hand truck", so it never labels a sentence
     "forklift"; "box" is the head of "cardboard box", so it never labels one "pallet")."""
     synonyms = synonyms or {}
-    others_heads: dict[str, set[str]] = {}
-    for c in categories:
-        others_heads[c] = set()
-        for o in categories:
-            if o != c:
-                others_heads[c] |= variants(o) | variants(head_noun(o))
-    out: dict[str, list[str]] = {}
+    key = (tuple(categories), tuple((c, tuple(synonyms.get(c, []))) for c in categories))
+    return {c: list(v) for c, v in _strong_synonyms(key).items()}
+
+
+@lru_cache(maxsize=64)
+def _strong_synonyms(key) -> dict[str, tuple[str, ...]]:
+    categories, synonyms = key[0], dict(key[1])
+    owners: dict[str, set[str]] = {}  # a name's or head noun's surface form -> the categories it names
+    for o in categories:
+        for form in variants(o) | variants(head_noun(o)):
+            owners.setdefault(form, set()).add(o)
+    out: dict[str, tuple[str, ...]] = {}
     for c in categories:
         keep = []
-        for syn in synonyms.get(c, []):
+        for syn in synonyms.get(c, ()):
             forms = variants(syn)
-            if not forms or forms & {g for w in GENERIC_WORDS for g in variants(w)}:
+            if not forms or forms & _GENERIC_FORMS:
                 continue
-            if forms & others_heads[c]:
+            if any(owners.get(f, set()) - {c} for f in forms):
                 continue
             keep.append(syn)
-        out[c] = keep
+        out[c] = tuple(keep)
     return out
 
 
@@ -177,24 +185,21 @@ def label_evidence(text: str, categories: list[str], synonyms: dict[str, list[st
     category does not count ("truck" in "hand truck"), nor does a colour-named category used as a
     colour ("an orange bus": `_names_a_colour`)."""
     strong = strong_synonyms(categories, synonyms)
-    masked = text or ""
-    by_len = sorted(categories, key=len, reverse=True)
-    spans = []
-    for c in by_len:
-        for m in _pattern(c).finditer(masked):
-            spans.append((m.start(), m.end(), c))
+    text = text or ""
+    names = {c: list(_pattern(c).finditer(text)) for c in categories}
+    spans = [(m.start(), m.end(), c) for c in categories for m in names[c]]
     ev: dict[str, str] = {a: "asked" for a in dict.fromkeys(asked)}
     for c in categories:
         if c in ev:
             continue
-        for form, kind in [(c, "name"), *((s, "synonym") for s in strong.get(c, []))]:
-            for m in _pattern(form.strip()).finditer(masked):
-                inside = any(a <= m.start() and m.end() <= b and o != c and (b - a) > (m.end() - m.start())
-                             for a, b, o in spans)
-                if not inside and not _names_a_colour(masked, m):
-                    ev[c] = f"{kind}: {m.group(0)}"
-                    break
-            if c in ev:
+        found = [("name", m) for m in names[c]]
+        for syn in strong.get(c, []):
+            found += [("synonym", m) for m in _pattern(syn.strip()).finditer(text)]
+        for kind, m in found:
+            inside = any(a <= m.start() and m.end() <= b and o != c and (b - a) > (m.end() - m.start())
+                         for a, b, o in spans)
+            if not inside and not _names_a_colour(text, m):
+                ev[c] = f"{kind}: {m.group(0)}"
                 break
     return ev
 

@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from engine.graph import label_sentence
 from engine.presets import PRESET_DIR, load_preset, load_preset_knowledge
 from engine.sentence_gate import SentenceGate
 
@@ -49,6 +50,20 @@ def test_every_sentence_passes_the_gate_and_names_its_categories(key):
     reasons = {r["reason"] for r in data.get("rejected", [])}
     assert reasons <= {"preamble", "meta", "trivia", "too_short", "too_long", "off_topic", "duplicate",
                        "near_duplicate"}
+
+
+@pytest.mark.parametrize("key", sorted(TARGETS))
+def test_every_label_has_the_evidence_the_labelling_rule_asks_for(key):
+    """The shipped labels are today's rule's (engine.graph.label_sentence with the accepted
+    synonyms): no second label from an LLM synonym, a head noun, or a colour word ("orange bus")."""
+    data = _gated(key)
+    preset = load_preset(key)
+    suggested = data.get("suggested_synonyms") or {}
+    accepted = {c: [x for x in v if x not in suggested.get(c, [])] for c, v in (data.get("synonyms") or {}).items()}
+    wrong = [(s["text"], s["labels"]) for s in data["sentences"]
+             if sorted(s["labels"]) != sorted(label_sentence(s["text"], preset.categories, accepted,
+                                                             s.get("asked") or [s["category"]]))]
+    assert wrong == []
 
 
 @pytest.mark.parametrize("key", sorted(TARGETS))
