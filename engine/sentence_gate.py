@@ -15,7 +15,6 @@ order:
   trivia          facts no photo shows: years and centuries, films/books/songs, laws and
                   regulations, organisations and companies, history, statistics, general
                   facts of use ("commonly used in the food industry", "is capable of ..."),
-                  habits ("often served with coffee", "commonly found at intersections"),
                   claims of purpose ("ideal for", "designed to", "ensuring", "allows the rider",
                   "provides comfort", "offers a view", "is used to", "serves as", "helps drivers
                   see", "a crucial component", "plays a role"), general claims ("can vary",
@@ -66,8 +65,6 @@ _TRIVIA = re.compile(
     r"patent(?:ed)?|history|historical|historically|statistics?|percent|per cent|million|billion|"
     r"according to|studies show|research(?:ers)? (?:show|found)|wikipedia|encyclopedia|"
     r"(?:commonly|typically|widely|often|usually|frequently|mainly|primarily) used|(?:is|are) used (?:by|for|in|to|as)|"
-    r"(?:often|usually|commonly|frequently|mostly) (?:served|found|seen|eaten|paired|associated|enjoyed|placed|"
-    r"kept|stored|worn|carried|made)|"
     r"industry|industries|industrial|essential tool|capable of|"
     # what it is for, not what a photo shows
     r"(?:ideal|perfect|suitable|designed|built) (?:for|to)|ensur(?:e|es|ing)|can be used (?:for|to|as)|"

@@ -72,9 +72,6 @@ def test_junk_attribute_never_becomes_an_attribute():
     ("Ladders are known for their hunting skills and the ability to catch prey quickly.", "trivia"),
     ("A person with an almond-shaped ladder has a smaller mouth and may be more shy.", "trivia"),
     ("The efficient engine of the ladder, as depicted in the photograph, performed flawlessly.", "trivia"),
-    # recorded real lines of the COCO run (habits, not a photo), category made "ladder"
-    ("Ladders are often served with coffee or tea for an extra treat.", "trivia"),
-    ("A ladder is commonly found at intersections where the road diverges into two lanes.", "trivia"),
     ("The ladder's long hull was the first thing I noticed as I stepped onto the deck.", "meta"),
     ('In a photo, the size of "ladder" is small.', "meta"),
     # recorded real lines of Qwen on a dev vocabulary (office things), category made "ladder"
