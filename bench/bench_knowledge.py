@@ -93,7 +93,8 @@ def run(spec: LLMSpec, vocab: list[str], show: int, preset_questions: bool = Fal
     raw_on_topic = on_topic + sum(all(mentions(r.text, [c]) for c in r.categories) for r in kn.rejected)
     strong_p, strong_n = label_precision(vocab, kn.synonyms, strong=True)
     loose_p, loose_n = label_precision(vocab, kn.synonyms, strong=False)
-    out = {"model": llm.id, "questions": llm.usage.calls, "wall_s": wall, "written": written, "kept": len(kept), "cut": sum(bool(s.cut) for s in kept),
+    out = {"model": llm.id, "questions": llm.usage.calls, "wall_s": wall, "written": written, "kept": len(kept),
+           "cut": sum(bool(s.cut) for s in kept),
            "s_per_q": wall / max(1, llm.usage.calls), "kept_share": len(kept) / written if written else 0.0,
            "kept_per_min": 60 * len(kept) / wall, "on_topic": on_topic / len(kept) if kept else 0.0,
            "raw_on_topic": raw_on_topic / written if written else 0.0,

@@ -300,6 +300,23 @@ def test_retries_stop_at_the_cap_and_keep_every_rejection():
     assert len(kn.rejected) == 12 and {r.source for r in kn.rejected} == {"coarse"}
 
 
+def test_a_cut_sentence_is_trained_on_without_its_claim_and_shows_what_was_cut():
+    from engine.knowledge import KnowledgeSettings, build_knowledge
+    from engine.presets import knowledge_to_dict
+
+    answer = ("1. The cardboard box has a square shape with four flaps, making it easy to stack in the truck.\n"
+              "2. A cardboard box sits on a wooden shelf in the stock room.\n")
+    settings = KnowledgeSettings(steps=("attributes", "coarse_sentences"), n_coarse_sentences=2,
+                                 attributes_per_category=1, max_retries=0)
+    kn = build_knowledge(["cardboard box"], RecordedLLM([answer]), settings)
+    assert [(s.text, s.cut) for s in kn.sentences] == [
+        ("The cardboard box has a square shape with four flaps.", ", making it easy to stack in the truck."),
+        ("A cardboard box sits on a wooden shelf in the stock room.", "")]
+    assert kn.rejected == [] and kn.texts()[0] == "The cardboard box has a square shape with four flaps."
+    shipped = knowledge_to_dict(kn)["sentences"]
+    assert shipped[0]["cut"] == ", making it easy to stack in the truck." and "cut" not in shipped[1]
+
+
 def test_llm_synonyms_are_suggestions_and_never_label():
     """Qwen's real synonyms (forklift: truck, hoist, crane; hand truck: Pallet truck, ...) are
     kept as suggestions; only a given (accepted) synonym is evidence for a label."""
