@@ -126,7 +126,7 @@ def build(ctx) -> dict:
             w["info"] = gr.Markdown()
             w["table"] = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True,
                                       elem_id="sent-table", max_height=420,
-                                      column_widths=["6%", "44%", "14%", "9%", "7%", "8%", "12%"])
+                                      column_widths=["5%", "38%", "12%", "8%", "7%", "8%", "11%", "11%"])
         with gr.Column(scale=1):
             w["counts"] = gr.Dataframe(headers=["category", "sentences"], interactive=False,
                                        label="Sentences per category (fewest first)",
