@@ -104,6 +104,16 @@ def knowledge_and_sentences(page, app_server, shots):
     shots(page, "knowledge-count-refused")
     type_number(page, "ks-n_attributes", "2")
     page.wait_for_function("() => !document.querySelector('#ks-fields-msg').innerText.trim()")
+    # the sentence questions' worked examples are shown, editable, beside their question
+    page.get_by_text("Question templates").click()
+    example = page.locator("#ks-example-coarse_sentences textarea")
+    example.wait_for(timeout=30_000)
+    assert example.input_value().startswith("1. A yellow school bus") and example.is_editable()
+    assert "about school bus and color" in page.locator("#ks-example-coarse_sentences").inner_text()
+    assert page.locator("#ks-example-scene_sentences textarea").input_value().count("frisbee") == 3
+    example.scroll_into_view_if_needed()
+    shots(page, "knowledge-worked-examples")
+    page.get_by_text("Question templates").click()
     page.locator("#cancel-knowledge").click()
     wait_text(page, "#knowledge-msg", "Nothing is running")
     # knowledge written into the same database by another connection, then the redraw
