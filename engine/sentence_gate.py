@@ -8,6 +8,9 @@ order:
 
   preamble        a list heading or sign-off: ends in ":" or starts like "Here are ..." / "The
                   following ..." / "The N sentences below ..."
+  mixed_script    letters of another script in a sentence about a vocabulary written in Latin
+                  letters: the model slipped into another language ("glints like钻石", "ready
+                  for装载 goods"); a vocabulary with non-Latin names is not checked
   meta            talk about the text instead of the photo: sentences, lists, words, grammar,
                   typos, synonyms, "this description" (unless that word is part of a category name);
                   a category name in quotes (talk about the word: 'made entirely out of "stapler"');
@@ -42,11 +45,13 @@ Attributes pass `junk_attribute` ("The words in the list are" never becomes an a
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 
 from engine.graph import head_noun, mentions, strong_synonyms
 
-REASONS = ("preamble", "meta", "trivia", "too_short", "too_long", "off_topic", "duplicate", "near_duplicate")
+REASONS = ("preamble", "mixed_script", "meta", "trivia", "too_short", "too_long", "off_topic", "duplicate",
+           "near_duplicate")
 
 _PREAMBLE = re.compile(
     r"^(sure|certainly|of course|okay|absolutely|here (?:are|is)|below (?:are|is)|the following|"
@@ -170,6 +175,10 @@ def cut_claim(text: str) -> tuple[str, str] | None:
     return head + ".", t[len(head):]
 
 
+def _non_latin_letters(text: str) -> list[str]:
+    return [ch for ch in text if ch.isalpha() and not unicodedata.name(ch, "").startswith("LATIN")]
+
+
 def junk_attribute(text: str) -> bool:
     """An attribute that is list talk or a cut-off clause ("The words in the list are")."""
     t = (text or "").strip()
@@ -196,6 +205,7 @@ class SentenceGate:
                     named[c].append(head_noun(c))
         self.accepted = strong_synonyms(self.categories, named)
         self._own_words = _category_words(self.categories, self.synonyms)
+        self._latin_vocabulary = not any(_non_latin_letters(c) for c in self.categories)
         self._exact: set[tuple[str, ...]] = set()
         self._kept_sets: dict[tuple[str, ...], list[frozenset[str]]] = {}
 
@@ -205,6 +215,9 @@ class SentenceGate:
         t = (text or "").strip()
         if t.endswith((":", "：")) or _PREAMBLE.match(t):
             return "preamble", ""
+        foreign = _non_latin_letters(t) if self._latin_vocabulary else []
+        if foreign:
+            return "mixed_script", "".join(foreign[:8])
         m = _META.search(t)
         if m and m.group(0).casefold() not in self._own_words:
             return "meta", m.group(0)

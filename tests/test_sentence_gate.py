@@ -77,6 +77,9 @@ def test_junk_attribute_never_becomes_an_attribute():
     # recorded real lines of Qwen on a dev vocabulary (office things), category made "ladder"
     ('The desk\'s surface is made entirely out of "ladder".', "meta"),
     ("The ladder contained all the necessary tools and documents I needed for work or school.", "meta"),
+    # recorded real lines of the COCO run: Qwen slipped into Chinese mid-sentence
+    ("The ladder's edge glints like钻石 as it slices through water.", "mixed_script"),
+    ("A wide open ladder is ready for装载 goods.", "mixed_script"),
     ("A ladder.", "too_short"),
     ("The ladder " + "is very tall and " * 15 + "red.", "too_long"),
     ("A worker in a yellow vest climbs up to the top shelf of the warehouse.", "off_topic"),
@@ -144,6 +147,13 @@ def test_a_cut_line_that_repeats_a_kept_one_is_not_kept_twice():
 def test_photo_lines_pass_the_purpose_and_narration_rules(text):
     gate = SentenceGate(WAREHOUSE, {})
     assert gate.check(text, "coarse", ["ladder"]), gate.rejections[-1]
+
+
+def test_a_vocabulary_in_another_script_is_not_mixed_script():
+    gate = SentenceGate(["猫", "Café sign"], {})
+    assert gate.check("一只 猫 坐在 窗台 上 旁边 有 Café sign 招牌。", "scene", ["猫", "Café sign"]), gate.rejections
+    latin = SentenceGate(["café sign", "ladder"], {})
+    assert latin.check("A café sign leans against the ladder near the naïve mural.", "scene", ["café sign", "ladder"])
 
 
 def test_duplicates_exact_and_near():
