@@ -121,14 +121,30 @@ _AFTER_THE_THING = frozenset("""on in at with is are was were be sits sit lies l
 rolls roll from beside next near by of that which has have had to for into onto under over inside
 between among slice slices wedge wedges peel peels segment segments tree trees half halves""".split())
 _NEXT_WORDS = re.compile(r"[\s\-]+([A-Za-z]+)(?:\s+([A-Za-z]+))?")
+_NEXT_IN_LIST = re.compile(r"\s*,\s*(?:and\s+|or\s+)?([A-Za-z]+)")
+#: Words before a colour, not before the fruit: "painted bright orange", "shades of yellow and orange".
+_BEFORE_A_COLOUR = frozenset("""bright deep dark light pale soft vibrant vivid creamy burnt neon golden
+painted""".split())
+_SHADES = frozenset("shade shades hue hues tone tones".split())
 
 
 def _names_a_colour(text: str, match: re.Match) -> bool:
     """A singular mention of a colour-named category used as a colour: followed by a word that is
     not a preposition or verb ("orange bus", "orange-coloured"), or by "and"/"or" and a colour
-    ("orange and white cat"). Plurals ("oranges") and "orange." / "orange on the table" are the thing."""
+    ("orange and white cat"); or in a list of colours or after a shade word ("red, orange, and
+    pink", "painted bright orange", "shades of yellow and orange"). Plurals ("oranges") and
+    "orange." / "orange on the table" are the thing."""
     if match.group(0).lower() not in COLOUR_NAMES:
         return False
+    before = [w.lower() for w in re.findall(r"[A-Za-z]+", text[:match.start()])[-4:]]
+    while before and before[-1] in ("and", "or"):
+        before.pop()
+    if before and (before[-1] in _COLOURS | _BEFORE_A_COLOUR or (before[-1] == "of" and len(before) > 1
+                                                                 and before[-2] in _SHADES)):
+        return True  # "red, orange", "bright orange", "shades of yellow and orange"
+    listed = _NEXT_IN_LIST.match(text, match.end())
+    if listed and listed.group(1).lower() in _COLOURS:
+        return True  # "orange, blue, and pink"
     nxt = _NEXT_WORDS.match(text, match.end())
     if not nxt:
         return False

@@ -55,12 +55,18 @@ def test_a_name_matches_open_hyphenated_and_closed_spellings_as_a_whole_word():
     ("A pink and orange train is making its way through a busy city.", False),
     ("An orange-colored bowl stands on the table.", False),
     ("An orange and white cat sleeps in a bowl.", False),
+    ("The striking red train is painted bright orange, making it stand out on the field.", False),
+    ("The bowl holds napkins, all in shades of yellow and orange.", False),
+    ("A colorful bowl with designs in gold, silver, and orange stands by the bus.", False),
+    ("A vibrant array of colors, including orange, blue, and pink, decorate the bowl.", False),
+    ("A red knife with a deep orange peel stands out in a bright garden.", False),
     # the fruit
     ("An orange sits in a bowl on the kitchen table.", True),
     ("A knife cuts orange slices on a board.", True),
     ("Two oranges lie beside the bowl.", True),
     ("A bowl holds an orange, a banana and a pear.", True),
     ("A bowl holds an orange.", True),
+    ("A knife lies between a bowl and an orange, and a slice of orange.", True),
 ])
 def test_a_colour_word_category_labels_the_thing_not_the_colour(text, second):
     cats = ["orange", "bowl", "bus", "train", "cat", "knife"]
