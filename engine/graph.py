@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 from itertools import combinations
 from typing import Iterable
@@ -76,12 +77,18 @@ def _spelled(word: str) -> str:
     return r"[\s\-]?".join(re.escape(ch) for ch in word)
 
 
+_UNSPACED_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR")
+
+
 @lru_cache(maxsize=4096)
 def _pattern(name: str) -> re.Pattern:
     """Any surface form of ``name`` (case, plural, words joined by spaces, hyphens or nothing:
-    "garden hose" matches "garden-hose" and "gardenhose") as a whole word."""
+    "garden hose" matches "garden-hose" and "gardenhose") as a whole word; in a script written
+    without spaces between words (Chinese, Japanese, Thai) anywhere in the text."""
     alts = sorted(variants(name), key=len, reverse=True)
     body = "|".join(r"[\s\-]*".join(_spelled(w) for w in alt.split()) for alt in alts)
+    if any(unicodedata.name(ch, "").startswith(_UNSPACED_SCRIPTS) for ch in name):
+        return re.compile(rf"(?:{body})", re.I)  # Chinese, Japanese: words are not set apart by spaces
     return re.compile(rf"(?<![\w\-])(?:{body})(?![\w\-])", re.I)
 
 

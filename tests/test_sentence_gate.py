@@ -152,6 +152,9 @@ def test_photo_lines_pass_the_purpose_and_narration_rules(text):
 def test_a_vocabulary_in_another_script_is_not_mixed_script():
     gate = SentenceGate(["猫", "Café sign"], {})
     assert gate.check("一只 猫 坐在 窗台 上 旁边 有 Café sign 招牌。", "scene", ["猫", "Café sign"]), gate.rejections
+    # written as Chinese is, without spaces: the name is found inside the run of characters
+    assert gate.check("一只猫坐在窗台上，旁边有一个 Café sign 招牌，阳光照在它的身上。", "scene",
+                      ["猫", "Café sign"]), gate.rejections
     latin = SentenceGate(["café sign", "ladder"], {})
     assert latin.check("A café sign leans against the ladder near the naïve mural.", "scene", ["café sign", "ladder"])
 
