@@ -133,6 +133,7 @@ _NEXT_IN_LIST = re.compile(r"\s*,\s*(?:and\s+|or\s+)?([A-Za-z]+)")
 _BEFORE_A_COLOUR = frozenset("""bright deep dark light pale soft vibrant vivid creamy burnt neon golden
 painted""".split())
 _SHADES = frozenset("shade shades hue hues tone tones".split())
+_BEFORE_A_COLOUR_OR_COLOUR = _COLOURS | _BEFORE_A_COLOUR
 
 
 def _names_a_colour(text: str, match: re.Match) -> bool:
@@ -146,7 +147,7 @@ def _names_a_colour(text: str, match: re.Match) -> bool:
     before = [w.lower() for w in re.findall(r"[A-Za-z]+", text[:match.start()])[-4:]]
     while before and before[-1] in ("and", "or"):
         before.pop()
-    if before and (before[-1] in _COLOURS | _BEFORE_A_COLOUR or (before[-1] == "of" and len(before) > 1
+    if before and (before[-1] in _BEFORE_A_COLOUR_OR_COLOUR or (before[-1] == "of" and len(before) > 1
                                                                  and before[-2] in _SHADES)):
         return True  # "red, orange", "bright orange", "shades of yellow and orange"
     listed = _NEXT_IN_LIST.match(text, match.end())

@@ -14,9 +14,9 @@ own answer. Measured with Qwen2.5-Coder-1.5B on the benchmark's held-out kitchen
 (bench/bench_knowledge.py, 2026-11-30): the gate kept 0.48 of what it wrote with the example and
 0.52 without, but read one by one, 19 of 20 kept sentences with it were photo captions ("A black
 square colander is placed on the kitchen counter.") against 14 of 20 without ("When turned on, the
-toaster quickly heats up, preparing sandwiches or toast within seconds."). On two dev vocabularies
-the kept share was 0.85 with it and 0.44 without (bathroom), 0.69 and 0.70 (workshop). Base models
-do not see it (their primer is unchanged).
+toaster quickly heats up, preparing sandwiches or toast within seconds."). On dev vocabularies the
+kept share with it was 0.88 (bathroom; 0.44 without), 0.69 (workshop; 0.70 without) and 0.75
+(garden), the README's figures. Base models do not see it (their primer is unchanged).
 """
 from __future__ import annotations
 
