@@ -19,11 +19,13 @@ order:
                   regulations, organisations and companies, history, statistics, general
                   facts of use ("commonly used in the food industry", "is capable of ..."),
                   claims of purpose ("ideal for", "designed to", "ensuring", "allows the rider",
-                  "provides comfort", "offers a view", "is used to", "serves as", "helps drivers
+                  "provides comfort", "offers a view", "is used to store", "serves as", "helps drivers
                   see", "a crucial component", "plays a role"), general claims ("can vary",
-                  "depending on", "comes in various colors", "typically", "known for", "may be",
+                  "depending on", "depends on", "comes in various colors", "typically", "known for", "may be",
                   "an excellent choice", "allowing it to")
-                  and measurements ("26 inches", "2 liters", "70 miles per hour")
+                  and measurements ("26 inches", "2 liters", "70 miles per hour"); a hand action
+                  in the passive is a caption, not a claim ("A brown spoon is used to mix flour and
+                  eggs": `HAND_ACTIONS`)
   too_short       fewer than `min_words` words
   too_long        more than `max_words` words or `max_chars` characters
   off_topic       does not mention every category it was asked about, by name (any plural, case,
@@ -61,6 +63,22 @@ _META = re.compile(
     r"\b(sentences?|lists?|words?|wording|grammar|grammatical|typos?|spelling|misspell\w*|phrases?|"
     r"vocabulary|synonyms?|adjectives?|nouns?|verbs?|paragraphs?|"
     r"(?:this|the above|the following) (?:description|text|answer|example)s?)\b", re.I)
+#: Actions a photo shows a tool doing in a hand: "A brown spoon is used to mix together flour and
+#: eggs", "A heavy hammer is used to drive nails into wood" are captions in the passive; "is used to
+#: store food", "is used for transporting cargo" or "to create immersive environments" is what a
+#: thing is for, and stays a claim (`_TRIVIA`).
+HAND_ACTIONS = tuple((
+    "stir stirring mix mixing whisk whisking beat beating cut cutting chop chopping slice slicing "
+    "carve carving dice dicing peel peeling mash mashing grate grating scoop scooping pour pouring "
+    "dip dipping spread spreading scrape scraping flip flipping lift lifting hit hitting catch "
+    "catching throw throwing wipe wiping scrub scrubbing wash washing rinse rinsing brush brushing "
+    "comb combing sweep sweeping drain draining strain straining fry frying toast toasting grill "
+    "grilling drill drilling saw sawing tighten tightening loosen loosening hammer hammering sand "
+    "sanding paint painting sew sewing knit knitting dig digging rake raking trim trimming prune "
+    "pruning mow mowing shovel shoveling drive driving strike striking pound pounding break breaking "
+    "measure measuring mark marking hold holding open opening dry drying water watering spray "
+    "spraying fill filling squeeze squeezing push pushing pull pulling tie tying wrap wrapping carry "
+    "carrying serve serving eat eating drink drinking").split())
 _TRIVIA = re.compile(
     r"\b(1[0-9]{3}|20[0-9]{2})s?\b|\b\d+(?:st|nd|rd|th) century\b|"
     r"\b(films?|movies?|novels?|albums?|songs?|tv series|television series|episodes?|directed by|"
@@ -69,7 +87,8 @@ _TRIVIA = re.compile(
     r"compan(?:y|ies)|corporations?|manufacturers?|brand names?|trademark|founded|invented|inventor|"
     r"patent(?:ed)?|history|historical|historically|statistics?|percent|per cent|million|billion|"
     r"according to|studies show|research(?:ers)? (?:show|found)|wikipedia|encyclopedia|"
-    r"(?:commonly|typically|widely|often|usually|frequently|mainly|primarily) used|(?:is|are) used (?:by|for|in|to|as)|"
+    r"(?:commonly|typically|widely|often|usually|frequently|mainly|primarily) used|"
+    r"(?:is|are) used (?:by|in|as|(?:to|for) (?!(?:" + "|".join(HAND_ACTIONS) + r")\b))|"
     r"industry|industries|industrial|essential tool|capable of|"
     # what it is for, not what a photo shows
     r"(?:ideal|perfect|suitable|designed|built) (?:for|to)|ensur(?:e|es|ing)|can be used (?:for|to|as)|"
@@ -80,7 +99,7 @@ _TRIVIA = re.compile(
     r"(?:crucial|important|vital|essential|key) (?:part|component|role|feature|element)|"
     # "helps it fly", "helps drivers see", "helps to reduce"; not "a man helps a child"
     r"help(?:s|ing)?(?: to)? (?!(?:a|an|the|his|her|their|my|your|our|him|them|us|me|each|one|out|with)\b)\w+|"
-    r"can vary|varies|depending on|(?:available|come|comes) in (?:many|various|different|a variety)|"
+    r"can vary|varies|depending on|depends? on|(?:available|come|comes) in (?:many|various|different|a variety)|"
     r"known (?:for|as)|may (?:be|have|also|help)|typically|generally|"
     r"mak(?:e|es|ing) (?:it|them) (?:an? )?(?:excellent|great|good|ideal|perfect|popular|effective|versatile)|"
     r"(?:excellent|great|good|popular|ideal|perfect|versatile) (?:choice|option)s?|"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.graph import label_evidence, label_sentence, strong_synonyms
+from engine.graph import label_evidence, label_sentence, mentions, strong_synonyms
 from engine.parsing import parse_phrases, parse_sentences
 from engine.sentence_gate import REASONS, GateSettings, SentenceGate, junk_attribute
 
@@ -65,6 +65,7 @@ def test_junk_attribute_never_becomes_an_attribute():
     ("The transmission in the ladder is a crucial component that helps control the flow of power.", "trivia"),
     ("The fuel tanks play a crucial role in the ladder's performance and reliability.", "trivia"),
     ("The size and shape of a ladder can vary widely depending on its intended use.", "trivia"),
+    ("The size of a ladder depends on whether it is used for painting or picking apples.", "trivia"),
     ("The ladder comes in various colors and textures to match different decor styles.", "trivia"),
     ("The ladder's smooth ride and light design make it an excellent choice for beginners.", "trivia"),
     ("The ladder's long rails allow for easy refueling and maintenance operations.", "trivia"),
@@ -128,11 +129,30 @@ def test_a_claim_that_cannot_be_cut_off_rejects_the_line(text):
     assert gate.rejections[-1].reason == "trivia" and gate.rejections[-1].text == text
 
 
+# recorded real Qwen2.5-Coder-1.5B lines of the COCO run
+@pytest.mark.parametrize("text, reason", [
+    ("A brown spoon is used to mix together flour and eggs.", None),
+    ("A knife with a long blade is used to slice meat and fish.", None),
+    ("A metal fork with a long handle is used for stirring soup.", None),
+    ("A small, sharp-edged baseball bat is used to hit fast pitches in a game.", None),
+    ("A cool, white refrigerator is used for storing food.", "trivia"),
+    ("A spoon is used to measure flour and sugar.", None),
+    ("A blue suitcase is used to store clothes for the week ahead.", "trivia"),
+    ("The boat is used to transport cargo across the river, showcasing its practicality.", "trivia"),
+    ("Airplanes are used for various purposes such as commercial flights and rescue missions.", "trivia"),
+    ("A knife can be used to cut bread and cheese.", "trivia"),  # "can be used": what it is for
+])
+def test_a_hand_action_in_the_passive_is_a_caption_and_a_purpose_is_a_claim(text, reason):
+    gate = SentenceGate(["spoon", "knife", "fork", "baseball bat", "refrigerator", "boat", "airplane", "suitcase"], {})
+    got = gate.reason(text, [c for c in gate.categories if mentions(text, [c])])
+    assert (got and got[0]) == reason, got
+
+
 def test_a_cut_line_that_repeats_a_kept_one_is_not_kept_twice():
     """Recorded: Qwen wrote "Curved handle of a spatula, which is used for ..." five times."""
     gate = SentenceGate(WAREHOUSE, {})
-    assert gate.check("The curved rails of a ladder, which is used for stirring food.", "coarse", ["ladder"])
-    assert not gate.check("The curved rails of a ladder, which is used for slicing bread.", "coarse", ["ladder"])
+    assert gate.check("The curved rails of a ladder, which is used for storing food.", "coarse", ["ladder"])
+    assert not gate.check("The curved rails of a ladder, which is used for storing bread.", "coarse", ["ladder"])
     assert [r.reason for r in gate.rejections] == ["trivia"]  # the line as written
 
 
