@@ -22,7 +22,9 @@ order:
                   "provides comfort", "offers a view", "is used to store", "serves as", "helps drivers
                   see", "a crucial component", "plays a role"), general claims ("can vary",
                   "depending on", "depends on", "comes in various colors", "typically", "known for", "may be",
-                  "an excellent choice", "allowing it to")
+                  "an excellent choice", "allowing it to", "often seen", "materials such as"),
+                  meanings ("a symbol of freedom", "iconic", "reminds", "suggesting that") and
+                  qualities no photo shows ("durable", "makes it easy to clean")
                   and measurements ("26 inches", "2 liters", "70 miles per hour"); a hand action
                   in the passive is a caption, not a claim ("A brown spoon is used to mix flour and
                   eggs": `HAND_ACTIONS`)
@@ -104,6 +106,11 @@ _TRIVIA = re.compile(
     r"mak(?:e|es|ing) (?:it|them) (?:an? )?(?:excellent|great|good|ideal|perfect|popular|effective|versatile)|"
     r"(?:excellent|great|good|popular|ideal|perfect|versatile) (?:choice|option)s?|"
     r"efficient(?:ly)?|(?:its|their|fuel|energy) efficiency|maximi[sz]e|cost-effective|"
+    # what it means or is like to own, not what a photo shows
+    r"iconic|symbol(?:s|izes?|izing)?(?= of)|remind(?:s|ing)?|suggest(?:s|ing)? (?:a|an|that|the)|"
+    r"makes? (?:it|them) (?:easy|easier|ideal|perfect|suitable|comfortable|convenient|difficult|hard)|"
+    r"(?:often|commonly|usually|frequently) (?:found|made|seen|associated)|durab(?:le|ility)|"
+    r"materials? (?:like|such as)|"
     # measurements no photo shows
     r"\d+(?:\.\d+)?[ -]?(?:inch(?:es)?|feet|foot|ft|cm|mm|centimet(?:er|re)s?|met(?:er|re)s?|kilomet(?:er|re)s?|"
     r"km|miles?|mph|kg|kilograms?|pounds?|lbs?|tons?|lit(?:er|re)s?|gallons?|degrees?|volts?|watts?|"

@@ -141,9 +141,20 @@ def test_a_claim_that_cannot_be_cut_off_rejects_the_line(text):
     ("The boat is used to transport cargo across the river, showcasing its practicality.", "trivia"),
     ("Airplanes are used for various purposes such as commercial flights and rescue missions.", "trivia"),
     ("A knife can be used to cut bread and cheese.", "trivia"),  # "can be used": what it is for
+    # recorded real lines the gate kept before its meaning and quality rules (COCO, VOC runs)
+    ("In many cultures, the spoon is seen as a symbol of refinement and sophistication.", "trivia"),
+    ("The sharp edge of the knife makes it easy to cut through tough materials and hard surfaces.", "trivia"),
+    ("Umbrellas are often made of waterproof materials.", "trivia"),
+    ("A blue traffic light suggests the area is busy with cars.", "trivia"),
+    ("When you see a donut, it reminds you of the yummy treats that people enjoy eating.", "trivia"),
+    ("The dining table is made from a durable metal alloy that can withstand everyday use.", "trivia"),
+    ("Sofas can be made from different materials such as fabric, leather, or wood.", "trivia"),
+    ("The bicycle, with its sleek frame and smooth tires, is a symbol of modernity and freedom.", "trivia"),
+    ("A traffic light hangs above the crossing, its red lamp lit.", None),  # not "suggests"
 ])
-def test_a_hand_action_in_the_passive_is_a_caption_and_a_purpose_is_a_claim(text, reason):
-    gate = SentenceGate(["spoon", "knife", "fork", "baseball bat", "refrigerator", "boat", "airplane", "suitcase"], {})
+def test_hand_actions_are_captions_and_purposes_meanings_and_qualities_are_claims(text, reason):
+    gate = SentenceGate(["spoon", "knife", "fork", "baseball bat", "refrigerator", "boat", "airplane", "suitcase",
+                         "umbrella", "traffic light", "donut", "dining table", "sofa", "bicycle"], {})
     got = gate.reason(text, [c for c in gate.categories if mentions(text, [c])])
     assert (got and got[0]) == reason, got
 
