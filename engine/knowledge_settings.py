@@ -16,7 +16,8 @@ own answer. Measured with Qwen2.5-Coder-1.5B on the benchmark's held-out kitchen
 square colander is placed on the kitchen counter.") against 14 of 20 without ("When turned on, the
 toaster quickly heats up, preparing sandwiches or toast within seconds."). On dev vocabularies the
 kept share with it was 0.88 (bathroom; 0.44 without), 0.69 (workshop; 0.70 without) and 0.75
-(garden), the README's figures. Base models do not see it (their primer is unchanged).
+(garden) under that day's gate (the README has today's). Base models do not see it (their primer
+is unchanged).
 """
 from __future__ import annotations
 
