@@ -24,7 +24,8 @@ order:
                   "depending on", "depends on", "comes in various colors", "typically", "known for", "may be",
                   "an excellent choice", "allowing it to", "often seen", "materials such as"),
                   meanings ("a symbol of freedom", "iconic", "reminds", "suggesting that") and
-                  qualities no photo shows ("durable", "makes it easy to clean")
+                  qualities no photo shows ("durable", "makes it easy to clean", "for easy access",
+                  "essential for", "affects how"), invitations ("inviting people to sit")
                   and measurements ("26 inches", "2 liters", "70 miles per hour"); a hand action
                   in the passive is a caption, not a claim ("A brown spoon is used to mix flour and
                   eggs": `HAND_ACTIONS`)
@@ -110,7 +111,9 @@ _TRIVIA = re.compile(
     r"iconic|symbol(?:s|izes?|izing)?(?= of)|remind(?:s|ing)?|suggest(?:s|ing)? (?:a|an|that|the)|"
     r"makes? (?:it|them) (?:easy|easier|ideal|perfect|suitable|comfortable|convenient|difficult|hard)|"
     r"(?:often|commonly|usually|frequently) (?:found|made|seen|associated)|durab(?:le|ility)|"
-    r"materials? (?:like|such as)|"
+    r"materials? (?:like|such as)|(?:essential|crucial|vital|important|necessary) (?:for|to|in)|"
+    r"affect(?:s|ing)? (?:how|the|its|their)|for easy \w+|invit(?:es|ing) (?:viewers|people|you|guests)|"
+    r"signature (?:feature|look|style|element)|"
     # measurements no photo shows
     r"\d+(?:\.\d+)?[ -]?(?:inch(?:es)?|feet|foot|ft|cm|mm|centimet(?:er|re)s?|met(?:er|re)s?|kilomet(?:er|re)s?|"
     r"km|miles?|mph|kg|kilograms?|pounds?|lbs?|tons?|lit(?:er|re)s?|gallons?|degrees?|volts?|watts?|"
@@ -120,7 +123,7 @@ _TRIVIA = re.compile(
 _CLAUSE = re.compile(
     r"(?:,\s+|\s+(?=(?:which|that|who)\b))(?:which|that|who|(?:thus |also )?(?:making|allowing|enabling|"
     r"providing|offering|ensuring|giving|helping|creating|adding|perfect|ideal|designed|built|suitable|used|"
-    r"serving|as it|so that|for)\b)|\s+(?=(?:designed|built|used) (?:for|to)\b)", re.I)
+    r"serving|inviting|as it|so that|for)\b)|\s+(?=(?:designed|built|used) (?:for|to)\b|for easy\b)", re.I)
 #: A cut may not leave a head that ends mid-clause ("The oven mitts are.").
 _DANGLING = frozenset("a an the of and or but is are was were be been being it its their very also not so "
                       "to with as by for in on at".split())

@@ -108,6 +108,11 @@ def test_each_reason(text, reason):
      "A shiny ladder is made of a synthetic material that has a high elasticity."),
     ("An umbrella stands near a ladder, offering a cooling shade during hot days.",
      "An umbrella stands near a ladder."),
+    # recorded real COCO lines, category made "ladder"
+    ("A compact ladder is placed in a corner of the kitchen for easy access.",
+     "A compact ladder is placed in a corner of the kitchen."),
+    ("A bright red ladder stands proudly on a sunny day, inviting people to sit and rest.",
+     "A bright red ladder stands proudly on a sunny day."),
 ])
 def test_a_trailing_claim_is_cut_off_and_the_photo_kept(text, head):
     gate = SentenceGate(WAREHOUSE, {})
@@ -151,10 +156,14 @@ def test_a_claim_that_cannot_be_cut_off_rejects_the_line(text):
     ("Sofas can be made from different materials such as fabric, leather, or wood.", "trivia"),
     ("The bicycle, with its sleek frame and smooth tires, is a symbol of modernity and freedom.", "trivia"),
     ("A traffic light hangs above the crossing, its red lamp lit.", None),  # not "suggests"
+    ("A hot oven is essential for cooking meats like roast beef or chicken.", "trivia"),
+    ("The weight of a baseball bat can affect the player's swing speed and accuracy.", "trivia"),
+    ("The zebra's stripe design is a signature feature of many animals.", "trivia"),
 ])
 def test_hand_actions_are_captions_and_purposes_meanings_and_qualities_are_claims(text, reason):
     gate = SentenceGate(["spoon", "knife", "fork", "baseball bat", "refrigerator", "boat", "airplane", "suitcase",
-                         "umbrella", "traffic light", "donut", "dining table", "sofa", "bicycle"], {})
+                         "umbrella", "traffic light", "donut", "dining table", "sofa", "bicycle", "oven",
+                         "zebra"], {})
     got = gate.reason(text, [c for c in gate.categories if mentions(text, [c])])
     assert (got and got[0]) == reason, got
 
