@@ -9,15 +9,10 @@ sentences, scenes, scene sentences; no retries, so the gate's raw share is measu
   cut            kept sentences the gate kept without a trailing claim ("..., making it easy to
                  clean": engine.sentence_gate.cut_claim); counted in kept share
   kept/min       kept sentences per minute of wall time
-  one of two     kept scene sentences that name only one of the two categories their question was
-                 about: a photo of that one, labelled with that one only (engine.sentence_gate);
-                 counted in kept share
-  on-topic       kept sentences that name every category of their question they are labelled with
-                 (`Sentence.asked`; name or plural, no synonyms); 1.00 unless an accepted synonym
-                 did it, since the gate rejects the rest
-  written on-topic  the share of every sentence the model wrote (kept or rejected) that names every
-                 category its question was about: how often the model does what it was asked
-                 before any gate
+  on-topic       kept sentences that name every category they were asked about (name or plural,
+                 no synonyms); 1.00 unless an accepted synonym did it, since the gate rejects the rest
+  written on-topic  the same share over every sentence the model wrote (kept or rejected): how
+                 often the model names what it was asked about before any gate
   label prec.    precision of the second-category labels on the hand-checked sample
                  (bench/label_sample_kitchen.json), with the synonyms this model gave: the
                  strong-evidence rule (engine.graph.label_evidence) beside the old any-synonym rule
@@ -95,14 +90,11 @@ def run(spec: LLMSpec, vocab: list[str], show: int, preset_questions: bool = Fal
     kept = kn.sentences
     written = len(kept) + len(kn.rejected)
     on_topic = sum(all(mentions(s.text, [c]) for c in s.asked) for s in kept)
-    one_of_two = sum(s.source == "scene" and len(s.asked) == 1 for s in kept)  # names 1 of its question's 2
-    raw_on_topic = (on_topic - one_of_two + sum(all(mentions(r.text, [c]) for c in r.categories)
-                                                for r in kn.rejected))
+    raw_on_topic = on_topic + sum(all(mentions(r.text, [c]) for c in r.categories) for r in kn.rejected)
     strong_p, strong_n = label_precision(vocab, kn.synonyms, strong=True)
     loose_p, loose_n = label_precision(vocab, kn.synonyms, strong=False)
     out = {"model": llm.id, "questions": llm.usage.calls, "wall_s": wall, "written": written, "kept": len(kept),
            "cut": sum(bool(s.cut) for s in kept),
-           "one_of_two": one_of_two,
            "s_per_q": wall / max(1, llm.usage.calls), "kept_share": len(kept) / written if written else 0.0,
            "kept_per_min": 60 * len(kept) / wall, "on_topic": on_topic / len(kept) if kept else 0.0,
            "raw_on_topic": raw_on_topic / written if written else 0.0,
@@ -133,7 +125,7 @@ def main(argv=None):
     specs = [LLMSpec(kind="bundled", name=m.strip(), n_threads=args.threads) for m in args.models.split(",") if m.strip()]
     specs += [LLMSpec(kind="gguf", path=p, n_threads=args.threads) for p in args.gguf]
     print(f"# {len(vocab)} categories: {', '.join(vocab)}; {args.threads} thread(s); load {os.getloadavg()}")
-    head = (f"{'model':52s} {'q':>3s} {'s/q':>6s} {'written':>7s} {'kept':>5s} {'kept share':>10s} {'cut':>4s} {'one of two':>10s} "
+    head = (f"{'model':52s} {'q':>3s} {'s/q':>6s} {'written':>7s} {'kept':>5s} {'kept share':>10s} {'cut':>4s} "
             f"{'kept/min':>8s} {'on-topic':>8s} {'written on-topic':>16s} {'label prec. strong (n)':>22s} {'any-synonym (n)':>16s}")
     rows = []
     for spec in specs:
@@ -143,7 +135,7 @@ def main(argv=None):
     print("\n" + head)
     for r in rows:
         print(f"{r['model'][:52]:52s} {r['questions']:3d} {r['s_per_q']:6.1f} {r['written']:7d} {r['kept']:5d} "
-              f"{r['kept_share']:10.2f} {r['cut']:4d} {r['one_of_two']:10d} {r['kept_per_min']:8.1f} {r['on_topic']:8.2f} {r['raw_on_topic']:16.2f} "
+              f"{r['kept_share']:10.2f} {r['cut']:4d} {r['kept_per_min']:8.1f} {r['on_topic']:8.2f} {r['raw_on_topic']:16.2f} "
               f"{r['prec_strong']:15.2f} ({r['n_strong']:3d}) {r['prec_loose']:9.2f} ({r['n_loose']:3d})")
     print(f"\nrejections per reason ({', '.join(REASONS)}):")
     for r in rows:

@@ -34,11 +34,8 @@ The sentence quality gate (engine.sentence_gate) runs as answers are parsed: a s
 is kept in `Knowledge.rejected` with its reason (counted per reason in `Knowledge.stats`); one it
 keeps without a trailing claim carries the clause cut off in `Sentence.cut`. A
 sentence question that yields fewer kept sentences than asked for is asked again for the missing
-count with the next seed, at most `max_retries` more times. A scene line that names only one of its
-two categories is a photo of that one: it is kept and labelled with that one, beside the count (only
-lines naming both fill a scene question's count, so each pair still gets the relationship
-sentences asked for). Labels (engine.graph.label_evidence): the asked categories it names
-(`Sentence.asked`), plus another category only on strong evidence (its name, or an accepted
+count with the next seed, at most `max_retries` more times. Labels (engine.graph.label_evidence):
+the asked categories, plus another category only on strong evidence (its name, or an accepted
 synonym that is neither generic nor the head noun of another category); the evidence is kept per
 sentence. Accepted synonyms are the given ones (the user's, a preset's); the LLM's synonyms are
 `Knowledge.suggested_synonyms` (also listed in `Knowledge.synonyms`, which steers attribute
@@ -84,7 +81,7 @@ class Sentence:
     labels: list[str]
     source: str          # "coarse" | "fine" | "scene"
     category: str        # the (first) category asked about
-    asked: list[str] = field(default_factory=list)  # the asked categories it names (a scene line: both, or one)
+    asked: list[str] = field(default_factory=list)
     evidence: dict[str, str] = field(default_factory=dict)  # label -> why (engine.graph.label_evidence)
     cut: str = ""  # a trailing claim the sentence gate cut off the model's line (engine.sentence_gate)
 
@@ -214,12 +211,11 @@ class _Build:
                         continue  # the count asked for is met; lines beyond it are not used
                     kept_text = gate.check(text, source, q.cats)
                     if kept_text:
-                        named = list(kept_text.named) or list(q.cats)
-                        ev = label_evidence(kept_text.text, self.cats, self.accepted_synonyms, named)
+                        ev = label_evidence(kept_text.text, self.cats, self.accepted_synonyms, q.cats)
                         labels = [c for c in self.cats if c in ev]
-                        self.kn.sentences.append(Sentence(kept_text.text, labels, source, named[0], named,
+                        self.kn.sentences.append(Sentence(kept_text.text, labels, source, q.cats[0], list(q.cats),
                                                           ev, kept_text.cut))
-                        kept[i] += len(named) == len(set(q.cats))  # a one-object scene line is extra
+                        kept[i] += 1
             if cancelled:
                 return False
             todo = [i for i in todo if kept[i] < asks[i][1]]

@@ -31,14 +31,10 @@ order:
                   eggs": `HAND_ACTIONS`)
   too_short       fewer than `min_words` words
   too_long        more than `max_words` words or `max_chars` characters
-  off_topic       names none of the categories it was asked about (every one of them with
-                  `GateSettings.require_all_asked`), by name (any plural, case,
+  off_topic       does not mention every category it was asked about, by name (any plural, case,
                   or spelling open, hyphenated or closed: "lawn mower" for "lawnmower"), by the
                   last word of a multi-word name ("the hose" for "garden hose", unless that word
-                  is generic or another category's) or by an accepted synonym (`strong_synonyms`).
-                  A scene line that names one of its two categories ("A lawnmower cuts through a
-                  lush green field", asked about garden hose and lawnmower) is a photo of that one:
-                  it is kept, `Kept.named` says which, and it is labelled with that one only
+                  is generic or another category's) or by an accepted synonym (`strong_synonyms`)
   duplicate       the same words as a kept sentence (case and punctuation ignored)
   near_duplicate  word-set Jaccard similarity >= `near_duplicate` with a kept sentence asked about
                   the same categories
@@ -146,18 +142,16 @@ class GateSettings:
     max_words: int = 45
     max_chars: int = 300
     near_duplicate: float = 0.75
-    require_all_asked: bool = False  # True: a scene line must name both of its categories (off_topic)
+    require_all_asked: bool = True
     accept_head_noun: bool = True  # "the hose" names "garden hose" (not a generic word nor another category's)
 
 
 @dataclass(frozen=True)
 class Kept:
-    """A sentence the gate keeps: its text, the trailing claim cut off it ("" when none), and the
-    categories it was asked about that it names (all of them, except a scene line that names one)."""
+    """A sentence the gate keeps: its text, and the trailing claim cut off it ("" when none)."""
 
     text: str
     cut: str = ""
-    named: tuple[str, ...] = ()
 
 
 @dataclass
@@ -296,8 +290,6 @@ class SentenceGate:
         if why is not None:
             self.rejections.append(Rejection(text, why[0], source, list(asked), why[1]))
             return None
-        found = set(mentions(kept.text, asked, self.accepted))
-        kept = Kept(kept.text, kept.cut, tuple(c for c in dict.fromkeys(asked) if c in found))
         self._exact.add(tuple(words(kept.text)))
         self._kept_sets.setdefault(tuple(asked), []).append(_content_set(kept.text))
         return kept
