@@ -24,6 +24,8 @@ sentences, scenes, scene sentences; no retries, so the gate's raw share is measu
     .venv/bin/python bench/bench_knowledge.py --show 20            # and print 20 random kept sentences
     .venv/bin/python bench/bench_knowledge.py --preset-questions   # the questions presets are made with
     .venv/bin/python bench/bench_knowledge.py --cache /tmp/b.jsonl # keep the answers; a rerun re-gates them
+    .venv/bin/python bench/bench_knowledge.py --seeds 3            # three whole runs (seeds 0, 1, 2), pooled:
+                                                                   # one run of ~44 sentences moves the share ~0.07
 
 With --cache, a rerun answers from the cache (s/question and kept/min then measure nothing; the
 gate's figures are those of the same answers under the current gate).
@@ -46,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.graph import _pattern, label_evidence, mentions  # noqa: E402
 from engine.knowledge import JsonlAnswerCache, KnowledgeSettings, build_knowledge  # noqa: E402
-from engine.llm import BUNDLED, LLMSpec, open_llm  # noqa: E402
+from engine.llm import BUNDLED, LLMSpec, SamplingSettings, open_llm  # noqa: E402
 from engine.sentence_gate import REASONS  # noqa: E402
 
 SAMPLE = json.loads((ROOT / "bench" / "label_sample_kitchen.json").read_text())
@@ -60,9 +62,9 @@ def preset_templates():
     return templates()
 
 
-def bench_settings(preset_questions: bool = False) -> KnowledgeSettings:
+def bench_settings(preset_questions: bool = False, seed: int = 0) -> KnowledgeSettings:
     extra = {"templates": preset_templates()} if preset_questions else {}
-    return KnowledgeSettings(**extra, steps=("synonyms", "attributes", "coarse_sentences", "scenes", "scene_sentences"),
+    return KnowledgeSettings(**extra, sampling=SamplingSettings(seed=seed), steps=("synonyms", "attributes", "coarse_sentences", "scenes", "scene_sentences"),
                              n_synonyms=3, n_attributes=3, attributes_per_category=1, n_coarse_sentences=5,
                              pairs_per_group=1, max_scene_pairs=3, n_scene_sentences=4, max_retries=0)
 
@@ -82,29 +84,35 @@ def label_precision(vocab: list[str], synonyms: dict[str, list[str]], strong: bo
     return (right / given if given else 1.0), given
 
 
-def run(spec: LLMSpec, vocab: list[str], show: int, preset_questions: bool = False, cache=None) -> dict:
+def run(spec: LLMSpec, vocab: list[str], show: int, preset_questions: bool = False, cache=None,
+        seeds: tuple[int, ...] = (0,)) -> dict:
+    """The figures of one model, pooled over `seeds` (one whole knowledge run per sampling seed)."""
     llm = open_llm(spec, cached=False)
     t0 = time.perf_counter()
-    kn = build_knowledge(vocab, llm, bench_settings(preset_questions), cache)
+    runs = [build_knowledge(vocab, llm, bench_settings(preset_questions, seed), cache) for seed in seeds]
     wall = time.perf_counter() - t0
-    kept = kn.sentences
-    written = len(kept) + len(kn.rejected)
+    kept = [s for kn in runs for s in kn.sentences]
+    rejected = [r for kn in runs for r in kn.rejected]
+    written = len(kept) + len(rejected)
     on_topic = sum(all(mentions(s.text, [c]) for c in s.asked) for s in kept)
-    raw_on_topic = on_topic + sum(all(mentions(r.text, [c]) for c in r.categories) for r in kn.rejected)
+    raw_on_topic = on_topic + sum(all(mentions(r.text, [c]) for c in r.categories) for r in rejected)
+    kn = runs[0]  # synonyms (and label precision) of the first seed
     strong_p, strong_n = label_precision(vocab, kn.synonyms, strong=True)
     loose_p, loose_n = label_precision(vocab, kn.synonyms, strong=False)
+    per_reason = {r: sum(k.stats.get("rejected", {}).get(r, 0) for k in runs) for r in REASONS}
     out = {"model": llm.id, "questions": llm.usage.calls, "wall_s": wall, "written": written, "kept": len(kept),
+           "per_seed": [round(len(k.sentences) / max(1, len(k.sentences) + len(k.rejected)), 2) for k in runs],
            "cut": sum(bool(s.cut) for s in kept),
            "s_per_q": wall / max(1, llm.usage.calls), "kept_share": len(kept) / written if written else 0.0,
            "kept_per_min": 60 * len(kept) / wall, "on_topic": on_topic / len(kept) if kept else 0.0,
            "raw_on_topic": raw_on_topic / written if written else 0.0,
            "prec_strong": strong_p, "n_strong": strong_n, "prec_loose": loose_p, "n_loose": loose_n,
-           "rejected": kn.stats.get("rejected", {}), "synonyms": kn.synonyms}
+           "rejected": per_reason, "synonyms": kn.synonyms}
     if show:
         rng = random.Random(0)
         out["shown"] = [(s.text + (f"  [cut: {s.cut.strip()}]" if s.cut else ""), s.labels)
                         for s in rng.sample(kept, min(show, len(kept)))]
-        out["shown_rejected"] = [(r.text, r.reason) for r in rng.sample(kn.rejected, min(show // 2, len(kn.rejected)))]
+        out["shown_rejected"] = [(r.text, r.reason) for r in rng.sample(rejected, min(show // 2, len(rejected)))]
     llm.close()
     return out
 
@@ -119,6 +127,8 @@ def main(argv=None):
     ap.add_argument("--preset-questions", action="store_true",
                     help="ask the questions presets are made with (an example caption added), not the defaults")
     ap.add_argument("--cache", help="JSON-lines answer cache: a rerun re-gates the same answers")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="whole runs per model, sampling seeds 0..N-1, figures pooled (kept share per seed printed)")
     args = ap.parse_args(argv)
     cache = JsonlAnswerCache(args.cache) if args.cache else None
     vocab = SAMPLE["vocabulary"][:args.categories]
@@ -129,7 +139,7 @@ def main(argv=None):
             f"{'kept/min':>8s} {'on-topic':>8s} {'written on-topic':>16s} {'label prec. strong (n)':>22s} {'any-synonym (n)':>16s}")
     rows = []
     for spec in specs:
-        r = run(spec, vocab, args.show, args.preset_questions, cache)
+        r = run(spec, vocab, args.show, args.preset_questions, cache, tuple(range(args.seeds)))
         rows.append(r)
         print(f"  done {r['model']} in {r['wall_s']:.0f} s; load {os.getloadavg()}", flush=True)
     print("\n" + head)
@@ -139,7 +149,8 @@ def main(argv=None):
               f"{r['prec_strong']:15.2f} ({r['n_strong']:3d}) {r['prec_loose']:9.2f} ({r['n_loose']:3d})")
     print(f"\nrejections per reason ({', '.join(REASONS)}):")
     for r in rows:
-        print(f"  {r['model'][:52]:52s} " + " ".join(f"{k}={v}" for k, v in r["rejected"].items() if v))
+        print(f"  {r['model'][:52]:52s} " + " ".join(f"{k}={v}" for k, v in r["rejected"].items() if v)
+              + f"; kept share per seed: {r['per_seed']}")
     for r in rows:
         print(f"\nsynonyms from {r['model']}: {json.dumps(r['synonyms'])}")
         for text, labels in r.get("shown", []):

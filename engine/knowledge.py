@@ -274,9 +274,14 @@ def _step_super(b: _Build) -> bool:
     return True
 
 
+_ARTICLE = re.compile(r"^(?:a|an|the)\s+", re.I)
+
+
 def _attributes_of(b: _Build, raw: str, n: int) -> list[str]:
-    return [a for a in parse_phrases(raw, b.s.parse, limit=n)
-            if not mentions(a, b.cats, b.kn.synonyms) and not junk_attribute(a)]
+    """Attributes parsed from an answer, without a leading article ("A round head" -> "round head":
+    the sentence question asks 'from the angle of the "round head"'), junk and category names left out."""
+    phrases = [_ARTICLE.sub("", a) for a in parse_phrases(raw, b.s.parse, limit=n)]
+    return [a for a in phrases if a and not mentions(a, b.cats, b.kn.synonyms) and not junk_attribute(a)]
 
 
 def _step_common(b: _Build) -> bool:

@@ -85,7 +85,13 @@ HAND_ACTIONS = tuple((
     "pruning mow mowing shovel shoveling drive driving strike striking pound pounding break breaking "
     "measure measuring mark marking hold holding open opening dry drying water watering spray "
     "spraying fill filling squeeze squeezing push pushing pull pulling tie tying wrap wrapping carry "
-    "carrying serve serving eat eating drink drinking").split())
+    "carrying serve serving eat eating drink drinking remove removing attach attaching fasten fastening "
+    "secure securing staple stapling crush crushing clean cleaning press pressing punch punching glue "
+    "gluing install installing").split())
+#: "used by" a person seen doing a hand action: "A blue screwdriver is used by a worker to remove a nut
+#: from a pipe" is a caption; "used by carpenters to cut wood" (a habit of a kind) and "used by a baker
+#: to make cookies" (not a hand action) stay claims.
+_USED_BY_PERSON = (r"(?:a|an|the|one|two|his|her|their)\s(?:[\w-]+\s){1,3}?to (?:" + "|".join(HAND_ACTIONS) + r")\b")
 _TRIVIA = re.compile(
     r"\b(1[0-9]{3}|20[0-9]{2})s?\b|\b\d+(?:st|nd|rd|th) century\b|"
     r"\b(films?|movies?|novels?|albums?|songs?|tv series|television series|episodes?|directed by|"
@@ -95,7 +101,7 @@ _TRIVIA = re.compile(
     r"patent(?:ed)?|history|historical|historically|statistics?|percent|per cent|million|billion|"
     r"according to|studies show|research(?:ers)? (?:show|found)|wikipedia|encyclopedia|"
     r"(?:commonly|typically|widely|often|usually|frequently|mainly|primarily) used|"
-    r"(?:is|are) used (?:by|in|as|(?:to|for) (?!(?:" + "|".join(HAND_ACTIONS) + r")\b))|"
+    r"(?:is|are) used (?:by (?!" + _USED_BY_PERSON + ")|in|as|(?:to|for) (?!(?:" + "|".join(HAND_ACTIONS) + r")\b))|"
     r"industry|industries|industrial|essential tool|capable of|"
     # what it is for, not what a photo shows
     r"(?:ideal|perfect|suitable|designed|built) (?:for|to)|ensur(?:e|es|ing)|can be used (?:for|to|as)|"

@@ -159,11 +159,18 @@ def test_a_claim_that_cannot_be_cut_off_rejects_the_line(text):
     ("A hot oven is essential for cooking meats like roast beef or chicken.", "trivia"),
     ("The weight of a baseball bat can affect the player's swing speed and accuracy.", "trivia"),
     ("The zebra's stripe design is a signature feature of many animals.", "trivia"),
+    # "used by" one person seen doing a hand action is a caption; a habit of a kind stays a claim
+    # (recorded: a dev-vocabulary Qwen run, then COCO)
+    ("A blue screwdriver is used by a worker to remove a nut from a pipe.", None),
+    ("A long, thin baseball bat is used by a batter to hit the ball.", None),
+    ("Scissors are used by carpenters to cut wood and make furniture.", "trivia"),
+    ("A bottle is used by a baker to make cookies and pastries.", "trivia"),
+    ("A short, lightweight baseball bat is used by a player practicing his skills before a game.", "trivia"),
 ])
 def test_hand_actions_are_captions_and_purposes_meanings_and_qualities_are_claims(text, reason):
     gate = SentenceGate(["spoon", "knife", "fork", "baseball bat", "refrigerator", "boat", "airplane", "suitcase",
                          "umbrella", "traffic light", "donut", "dining table", "sofa", "bicycle", "oven",
-                         "zebra"], {})
+                         "zebra", "screwdriver", "scissors", "bottle"], {})
     got = gate.reason(text, [c for c in gate.categories if mentions(text, [c])])
     assert (got and got[0]) == reason, got
 
@@ -316,6 +323,26 @@ def test_short_answers_are_asked_again_with_the_next_seed_until_the_count_is_met
     assert seed2 == seed1 + 1 and "generate 3 " in q1 and "generate 2 " in q2
     assert [r.reason for r in kn.rejected] == ["meta", "trivia", "preamble", "meta"]
     assert kn.stats["rejected"]["meta"] == 2 and kn.stats["kept_share"] == round(3 / 7, 4) and kn.stats["surplus"] == 1
+
+
+def test_attributes_lose_a_leading_article_before_they_are_asked_about():
+    """Recorded: Qwen2.5-Coder-1.5B gave kettle the attributes "A bowl with a handle", "A lid with
+    handles", "An opening at the top"; the sentence question used to ask 'from the angle of the "A
+    bowl with a handle"'."""
+    from engine.knowledge import KnowledgeSettings, build_knowledge
+
+    class KettleLLM(RecordedLLM):
+        def generate(self, prompt, settings, on_text=None):
+            if "visual attributes of" in prompt.messages[-1][1]:
+                return "1. A bowl with a handle\n2. A lid with handles\n3. An opening at the top\n4. The kettle spout\n"
+            return super().generate(prompt, settings, on_text)
+
+    llm = KettleLLM([GOOD.replace("cardboard box", "kettle")])
+    settings = KnowledgeSettings(steps=("attributes", "coarse_sentences"), n_attributes=4, attributes_per_category=1,
+                                 n_coarse_sentences=3, max_retries=0)
+    kn = build_knowledge(["kettle"], llm, settings)
+    assert kn.attributes["kettle"] == ["bowl with a handle", "lid with handles", "opening at the top"]
+    assert 'from the angle of the "bowl with a handle"' in llm.asked[0][0]
 
 
 def test_progress_total_is_fixed_before_the_first_question():
