@@ -40,11 +40,13 @@ def preset_settings(key: str) -> KnowledgeSettings:
     30 fine sentences per category + every pair of each scene group (at most 60) x 10. The first
     complete VOC run (4 attributes, 6 pairs per group) kept 1,565 sentences: Qwen's scene answer
     gave few groups and the gate keeps ~0.76 of what it writes; under the gate's purpose rules of
-    2026-11-30 two retries per question gave 1,978, so VOC asks up to four. COCO (80 categories): 30 coarse + 20
-    fine sentences per category + at most 240 scene pairs x 10 = 6,400 asked for 5,000 kept."""
+    2026-11-30 two retries per question gave 1,978, so VOC asks up to four. COCO (80 categories): 40 coarse + 20
+    fine sentences per category + the scene pairs (at most 240; Qwen's scene answer gave 78) x 10. With 30
+    coarse per category the complete run asked for 4,780 and kept 4,571 (retries fill most questions), so a
+    fourth attribute per category: 5,580 asked for 5,000 kept."""
     sampling = SamplingSettings(max_tokens=512)
     if key == "coco":
-        return KnowledgeSettings(n_common=6, n_attributes=6, attributes_per_category=3, n_coarse_sentences=10,
+        return KnowledgeSettings(n_common=6, n_attributes=6, attributes_per_category=4, n_coarse_sentences=10,
                                  n_keep=3, fine_attributes_per_category=2, n_fine_sentences=10,
                                  pairs_per_group=6, max_scene_pairs=240, n_scene_sentences=10, sampling=sampling)
     return KnowledgeSettings(n_common=6, n_attributes=6, attributes_per_category=6, n_coarse_sentences=10,

@@ -18,6 +18,11 @@ toaster quickly heats up, preparing sandwiches or toast within seconds."). On de
 kept share with it was 0.88 (bathroom; 0.44 without), 0.69 (workshop; 0.70 without) and 0.75
 (garden) under that day's gate (the README has today's). Base models do not see it (their primer
 is unchanged).
+
+Tried and not adopted (2026-11-30): a caption wording for the coarse and scene questions ("Each
+sentence is the caption of one photo ...: it says only what the camera sees ..., never what it is
+good for or how it works"). On four dev vocabularies, two seeds each, the gate kept 0.85 of 171
+sentences with it and 0.85 of 195 with the wording below.
 """
 from __future__ import annotations
 
