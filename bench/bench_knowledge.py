@@ -64,7 +64,8 @@ def preset_templates():
 
 def bench_settings(preset_questions: bool = False, seed: int = 0) -> KnowledgeSettings:
     extra = {"templates": preset_templates()} if preset_questions else {}
-    return KnowledgeSettings(**extra, sampling=SamplingSettings(seed=seed), steps=("synonyms", "attributes", "coarse_sentences", "scenes", "scene_sentences"),
+    return KnowledgeSettings(**extra, sampling=SamplingSettings(seed=seed),
+                             steps=("synonyms", "attributes", "coarse_sentences", "scenes", "scene_sentences"),
                              n_synonyms=3, n_attributes=3, attributes_per_category=1, n_coarse_sentences=5,
                              pairs_per_group=1, max_scene_pairs=3, n_scene_sentences=4, max_retries=0)
 

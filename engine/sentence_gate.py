@@ -28,7 +28,8 @@ order:
                   "essential for", "affects how"), invitations ("inviting people to sit")
                   and measurements ("26 inches", "2 liters", "70 miles per hour"); a hand action
                   in the passive is a caption, not a claim ("A brown spoon is used to mix flour and
-                  eggs": `HAND_ACTIONS`)
+                  eggs": `HAND_ACTIONS`), and so is one done by a person seen in the photo ("is used
+                  by a worker to remove a nut"; "used by carpenters to cut wood" is a habit)
   too_short       fewer than `min_words` words
   too_long        more than `max_words` words or `max_chars` characters
   off_topic       does not mention every category it was asked about, by name (any plural, case,
