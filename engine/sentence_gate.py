@@ -23,10 +23,10 @@ order:
                   see", "a crucial component", "plays a role"), general claims ("can vary",
                   "depending on", "depends on", "comes in various colors", "typically", "known for", "may be",
                   "an excellent choice", "allowing it to", "often seen", "materials such as"),
-                  meanings ("a symbol of freedom", "iconic", "reminds", "suggesting that") and
-                  qualities no photo shows ("durable", "makes it easy to clean", "for easy access",
-                  "essential for", "affects how"), invitations ("inviting people to sit")
-                  and measurements ("26 inches", "2 liters", "70 miles per hour"); a hand action
+                  meanings ("a symbol of freedom", "iconic", "reminds", "suggesting that", "a sign of
+                  freshness") and qualities no photo shows ("durable", "makes it easy to clean", "for
+                  easy access", "essential for", "affects how", "a masterpiece", "aesthetic appeal"), invitations ("inviting people to sit")
+                  and measurements ("26 inches", "2 liters", "70 miles per hour", "375°F"); a hand action
                   in the passive is a caption, not a claim ("A brown spoon is used to mix flour and
                   eggs": `HAND_ACTIONS`), and so is one done by a person seen in the photo ("is used
                   by a worker to remove a nut"; "used by carpenters to cut wood" is a habit)
@@ -124,11 +124,12 @@ _TRIVIA = re.compile(
     r"(?:often|commonly|usually|frequently) (?:found|made|seen|associated)|durab(?:le|ility)|"
     r"materials? (?:like|such as)|(?:essential|crucial|vital|important|necessary) (?:for|to|in)|"
     r"affect(?:s|ing)? (?:how|the|its|their)|for easy \w+|invit(?:es|ing) (?:viewers|people|you|guests)|"
-    r"signature (?:feature|look|style|element)|"
+    r"signature (?:feature|look|style|element)|masterpieces?|(?:visual|aesthetic|unique|overall) appeal|"
+    r"(?:(?<=is )|(?<=are )|(?<=as )|(?<=, ))a sign of|"
     # measurements no photo shows
     r"\d+(?:\.\d+)?[ -]?(?:inch(?:es)?|feet|foot|ft|cm|mm|centimet(?:er|re)s?|met(?:er|re)s?|kilomet(?:er|re)s?|"
     r"km|miles?|mph|kg|kilograms?|pounds?|lbs?|tons?|lit(?:er|re)s?|gallons?|degrees?|volts?|watts?|"
-    r"horsepower|hp)|ph levels?)\b|%", re.I)
+    r"horsepower|hp)|ph levels?)\b|%|°", re.I)
 #: Where a trailing clause starts: ", which ...", " that ...", ", allowing ...", ", perfect for ...",
 #: " designed for ..." after a noun (cut_claim).
 _CLAUSE = re.compile(

@@ -166,11 +166,17 @@ def test_a_claim_that_cannot_be_cut_off_rejects_the_line(text):
     ("Scissors are used by carpenters to cut wood and make furniture.", "trivia"),
     ("A bottle is used by a baker to make cookies and pastries.", "trivia"),
     ("A short, lightweight baseball bat is used by a player practicing his skills before a game.", "trivia"),
+    # recorded COCO lines the gate kept before 2026-11-30 (third session)
+    ("In a quiet kitchen, the oven is warming up to 450°F to cook chicken breasts.", "trivia"),
+    ("The sleek, aerodynamic exterior of the bicycle is a masterpiece of engineering and craftsmanship.", "trivia"),
+    ("The color of the donut can be seen as a sign of freshness.", "trivia"),
+    ("A smooth, polished exterior of the boat adds to its overall aesthetic appeal.", "trivia"),
+    ("A stop sign of red metal stands at the corner.", None),
 ])
 def test_hand_actions_are_captions_and_purposes_meanings_and_qualities_are_claims(text, reason):
     gate = SentenceGate(["spoon", "knife", "fork", "baseball bat", "refrigerator", "boat", "airplane", "suitcase",
                          "umbrella", "traffic light", "donut", "dining table", "sofa", "bicycle", "oven",
-                         "zebra", "screwdriver", "scissors", "bottle"], {})
+                         "zebra", "screwdriver", "scissors", "bottle", "stop sign"], {})
     got = gate.reason(text, [c for c in gate.categories if mentions(text, [c])])
     assert (got and got[0]) == reason, got
 
