@@ -162,6 +162,13 @@ def _names_a_colour(text: str, match: re.Match) -> bool:
     return word not in _AFTER_THE_THING
 
 
+def names_the_thing(text: str, category: str) -> bool:
+    """Whether `text` names `category` at least once as the thing, not as a colour: "an orange on
+    the plate" names the fruit, "an orange ball" and "the orange sky" do not (`_names_a_colour`).
+    A category that is not a colour word is named whenever its name appears."""
+    return any(not _names_a_colour(text, m) for m in _pattern(category).finditer(text or ""))
+
+
 def head_noun(name: str) -> str:
     ws = name.strip().lower().split()
     return ws[-1] if ws else ""

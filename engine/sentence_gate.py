@@ -33,7 +33,9 @@ order:
   too_short       fewer than `min_words` words
   too_long        more than `max_words` words or `max_chars` characters
   off_topic       does not mention every category it was asked about, by name (any plural, case,
-                  or spelling open, hyphenated or closed: "lawn mower" for "lawnmower"), by the
+                  or spelling open, hyphenated or closed: "lawn mower" for "lawnmower"; a colour-named
+                  category as the thing, not the colour: "an orange ball" and "the orange sky" do
+                  not name the fruit, `engine.graph.names_the_thing`), by the
                   last word of a multi-word name ("the hose" for "garden hose", unless that word
                   is generic or another category's) or by an accepted synonym (`strong_synonyms`).
                   A scene line naming one of its two categories stays off-topic: on the VOC cache
@@ -58,7 +60,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 
-from engine.graph import head_noun, mentions, strong_synonyms
+from engine.graph import COLOUR_NAMES, head_noun, mentions, names_the_thing, strong_synonyms
 
 REASONS = ("preamble", "mixed_script", "meta", "trivia", "too_short", "too_long", "off_topic", "duplicate",
            "near_duplicate")
@@ -277,6 +279,8 @@ class SentenceGate:
         if len(w) > s.max_words or len(t) > s.max_chars:
             return "too_long", f"{len(w)} words"
         found = set(mentions(t, asked, self.accepted))
+        found -= {c for c in found if c.casefold() in COLOUR_NAMES and not names_the_thing(t, c)
+                  and not any(mentions(t, [syn]) for syn in self.accepted.get(c, []))}  # "the orange sky"
         missing = [c for c in asked if c not in found]
         if missing and (s.require_all_asked or len(missing) == len(asked)):
             return "off_topic", "no mention of " + ", ".join(missing)

@@ -462,3 +462,21 @@ def test_a_name_written_open_or_closed_and_the_head_noun_name_the_category():
     strict = SentenceGate(["garden hose"], {}, GateSettings(accept_head_noun=False))
     assert not strict.check("A hose with a blue colour can be seen running through a dense forest.", "coarse",
                             ["garden hose"])
+
+
+# recorded COCO lines asked about "orange" (Qwen2.5-Coder-1.5B) that the gate kept before 2026-11-30
+@pytest.mark.parametrize("text, kept", [
+    ("A small dog chases after an orange ball.", False),
+    ("The sky is filled with orange clouds, adding depth and warmth to the landscape.", False),
+    ("An orange sun glints off a beach, casting warm shadows on the sand.", False),
+    ("The warm, inviting orange hue of the sunset glows on the horizon.", False),
+    ("An orange tree stands tall in the garden.", True),
+    ("The vibrant oranges in the garden are bright under the deep blue skies above.", True),
+    ("A peeled orange sits on a white plate beside a knife.", True),
+])
+def test_a_colour_named_category_used_as_a_colour_is_off_topic(text, kept):
+    gate = SentenceGate(["orange", "sports ball", "dog"], {})
+    got = gate.reason(text, ["orange"])
+    assert (got is None) == kept, got
+    if not kept:
+        assert got[0] == "off_topic"
