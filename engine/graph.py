@@ -162,11 +162,14 @@ def _names_a_colour(text: str, match: re.Match) -> bool:
     return word not in _AFTER_THE_THING
 
 
-def names_the_thing(text: str, category: str) -> bool:
-    """Whether `text` names `category` at least once as the thing, not as a colour: "an orange on
-    the plate" names the fruit, "an orange ball" and "the orange sky" do not (`_names_a_colour`).
-    A category that is not a colour word is named whenever its name appears."""
-    return any(not _names_a_colour(text, m) for m in _pattern(category).finditer(text or ""))
+def names_the_thing(text: str, category: str, synonyms: Iterable[str] = ()) -> bool:
+    """Whether `text` names `category` as the thing: by one of `synonyms`, or by its name used at
+    least once not as a colour ("an orange on the plate" names the fruit, "an orange ball" and "the
+    orange sky" do not: `_names_a_colour`). For a category that is not a colour word this is
+    `mentions(text, [category], {category: synonyms})`."""
+    text, name = text or "", (category or "").strip()
+    return ((bool(name) and any(not _names_a_colour(text, m) for m in _pattern(name).finditer(text)))
+            or any(_pattern(s.strip()).search(text) for s in synonyms if s and s.strip()))
 
 
 def head_noun(name: str) -> str:

@@ -25,8 +25,9 @@ order:
                   "an excellent choice", "allowing it to", "often seen", "materials such as"),
                   meanings ("a symbol of freedom", "iconic", "reminds", "suggesting that", "a sign of
                   freshness") and qualities no photo shows ("durable", "makes it easy to clean", "for
-                  easy access", "essential for", "affects how", "a masterpiece", "aesthetic appeal"), invitations ("inviting people to sit")
-                  and measurements ("26 inches", "2 liters", "70 miles per hour", "375°F"); a hand action
+                  easy access", "essential for", "affects how", "a masterpiece", "aesthetic appeal"),
+                  invitations ("inviting people to sit") and measurements ("26 inches", "2 liters",
+                  "70 miles per hour", "375°F"); a hand action
                   in the passive is a caption, not a claim ("A brown spoon is used to mix flour and
                   eggs": `HAND_ACTIONS`), and so is one done by a person seen in the photo ("is used
                   by a worker to remove a nut"; "used by carpenters to cut wood" is a habit)
@@ -60,7 +61,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 
-from engine.graph import COLOUR_NAMES, head_noun, mentions, names_the_thing, strong_synonyms
+from engine.graph import head_noun, mentions, names_the_thing, strong_synonyms
 
 REASONS = ("preamble", "mixed_script", "meta", "trivia", "too_short", "too_long", "off_topic", "duplicate",
            "near_duplicate")
@@ -94,7 +95,8 @@ HAND_ACTIONS = tuple((
 #: "used by" a person seen doing a hand action: "A blue screwdriver is used by a worker to remove a nut
 #: from a pipe" is a caption; "used by carpenters to cut wood" (a habit of a kind) and "used by a baker
 #: to make cookies" (not a hand action) stay claims.
-_USED_BY_PERSON = (r"(?:a|an|the|one|two|his|her|their)\s(?:[\w-]+\s){1,3}?to (?:" + "|".join(HAND_ACTIONS) + r")\b")
+_HAND_ACTION = r"(?:" + "|".join(HAND_ACTIONS) + r")\b"
+_USED_BY_PERSON = r"(?:a|an|the|one|two|his|her|their)\s(?:[\w-]+\s){1,3}?to " + _HAND_ACTION
 _TRIVIA = re.compile(
     r"\b(1[0-9]{3}|20[0-9]{2})s?\b|\b\d+(?:st|nd|rd|th) century\b|"
     r"\b(films?|movies?|novels?|albums?|songs?|tv series|television series|episodes?|directed by|"
@@ -104,7 +106,7 @@ _TRIVIA = re.compile(
     r"patent(?:ed)?|history|historical|historically|statistics?|percent|per cent|million|billion|"
     r"according to|studies show|research(?:ers)? (?:show|found)|wikipedia|encyclopedia|"
     r"(?:commonly|typically|widely|often|usually|frequently|mainly|primarily) used|"
-    r"(?:is|are) used (?:by (?!" + _USED_BY_PERSON + ")|in|as|(?:to|for) (?!(?:" + "|".join(HAND_ACTIONS) + r")\b))|"
+    r"(?:is|are) used (?:by (?!" + _USED_BY_PERSON + ")|in|as|(?:to|for) (?!" + _HAND_ACTION + "))|"
     r"industry|industries|industrial|essential tool|capable of|"
     # what it is for, not what a photo shows
     r"(?:ideal|perfect|suitable|designed|built) (?:for|to)|ensur(?:e|es|ing)|can be used (?:for|to|as)|"
@@ -278,10 +280,7 @@ class SentenceGate:
             return "too_short", f"{len(w)} words"
         if len(w) > s.max_words or len(t) > s.max_chars:
             return "too_long", f"{len(w)} words"
-        found = set(mentions(t, asked, self.accepted))
-        found -= {c for c in found if c.casefold() in COLOUR_NAMES and not names_the_thing(t, c)
-                  and not any(mentions(t, [syn]) for syn in self.accepted.get(c, []))}  # "the orange sky"
-        missing = [c for c in asked if c not in found]
+        missing = [c for c in asked if not names_the_thing(t, c, self.accepted.get(c, []))]
         if missing and (s.require_all_asked or len(missing) == len(asked)):
             return "off_topic", "no mention of " + ", ".join(missing)
         if tuple(w) in self._exact:
