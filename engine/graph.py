@@ -20,7 +20,7 @@ import re
 import unicodedata
 from functools import lru_cache
 from itertools import combinations
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import networkx as nx
 
@@ -162,14 +162,23 @@ def _names_a_colour(text: str, match: re.Match) -> bool:
     return word not in _AFTER_THE_THING
 
 
+def _thing_matches(text: str, category: str, synonyms: Iterable[str] = ()) -> Iterator[tuple[str, re.Match]]:
+    """("name" | "synonym", match) for each place `text` names `category` as the thing: its name
+    first, then each synonym, in text order; a colour use ("an orange ball": `_names_a_colour`) is
+    skipped."""
+    for kind, form in [("name", category), *(("synonym", syn) for syn in synonyms)]:
+        form = (form or "").strip()
+        for m in _pattern(form).finditer(text) if form else ():
+            if not _names_a_colour(text, m):
+                yield kind, m
+
+
 def names_the_thing(text: str, category: str, synonyms: Iterable[str] = ()) -> bool:
-    """Whether `text` names `category` as the thing: by one of `synonyms`, or by its name used at
+    """Whether `text` names `category` as the thing: by its name or one of `synonyms`, used at
     least once not as a colour ("an orange on the plate" names the fruit, "an orange ball" and "the
     orange sky" do not: `_names_a_colour`). For a category that is not a colour word this is
     `mentions(text, [category], {category: synonyms})`."""
-    text, name = text or "", (category or "").strip()
-    return ((bool(name) and any(not _names_a_colour(text, m) for m in _pattern(name).finditer(text)))
-            or any(_pattern(s.strip()).search(text) for s in synonyms if s and s.strip()))
+    return next(_thing_matches(text or "", category, synonyms), None) is not None
 
 
 def head_noun(name: str) -> str:
@@ -226,13 +235,10 @@ def label_evidence(text: str, categories: list[str], synonyms: dict[str, list[st
     for c in categories:
         if c in ev:
             continue
-        found = [("name", m) for m in names[c]]
-        for syn in strong.get(c, []):
-            found += [("synonym", m) for m in _pattern(syn.strip()).finditer(text)]
-        for kind, m in found:
+        for kind, m in _thing_matches(text, c, strong.get(c, [])):
             inside = any(a <= m.start() and m.end() <= b and o != c and (b - a) > (m.end() - m.start())
                          for a, b, o in spans)
-            if not inside and not _names_a_colour(text, m):
+            if not inside:
                 ev[c] = f"{kind}: {m.group(0)}"
                 break
     return ev
