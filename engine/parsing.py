@@ -6,8 +6,8 @@ What small models really write, and what this module does with it:
 - several items on one line: phrases split on commas / semicolons / slashes, an inline numbered
   run ("1. red 2. blue") is split at its numbers; a line with several sentences is split into them;
 - preambles and sign-offs ("Sure! Here are ten attributes:", "I hope this helps"): dropped;
-- "Head: description" lines: for phrases the short head is the item, for sentences the head is
-  stripped when the rest is a sentence;
+- "Head: description" lines: for phrases the short head is the item (also "Head - description"),
+  for sentences the head is stripped when the rest is a sentence;
 - echoes of a completion prompt ("Question: ...", "Answer:"): dropped / stripped;
 - refusals ("I'm sorry, I can't..."): dropped;
 - cut-off answers: a last sentence without end punctuation, or a last phrase ending in a function
@@ -37,6 +37,10 @@ _EMPH = re.compile(r"(\*\*|__|\*|`|~~)")
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
 _FUNCTION_END = re.compile(r"\b(and|or|of|the|a|an|with|to|in|on|for|is|are|its|their|that)$", re.I)
 _HEAD = re.compile(r"^([^:：]{1,40})[:：]\s*(.*)$")
+#: A phrase's "Head - description" (Qwen: "- High heat - Can be used for deep-frying, grilling"): a
+#: dash with spaces around it, so "stainless-steel" is one word. Phrases only: in a sentence the
+#: dash is punctuation ("A kettle - shiny and new - sits on the stove").
+_DASH_HEAD = re.compile(r"^([^:：]{1,40}?)\s+[-–—]\s+(.*)$")
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ def parse_phrases(raw: str, settings: ParseSettings = ParseSettings(), limit: in
     lines = [(body, m) for body, m in _lines(raw) if not _is_noise(body, m)]
     items: list[str] = []
     for idx, (body, _) in enumerate(lines):
-        head = _HEAD.match(body)
+        head = _HEAD.match(body) or _DASH_HEAD.match(body)
         if head and len(head.group(1).split()) <= settings.phrase_max_words:
             pieces = [head.group(1)]
         else:

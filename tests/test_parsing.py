@@ -50,6 +50,16 @@ def test_numbered_bulleted_preamble_repeats():
     assert parse_phrases(raw) == ["Frame", "two wheels", "handlebars", "pedals", "chain", "saddle"]
 
 
+def test_a_dash_heads_a_phrase_but_not_a_sentence():
+    """Recorded (Qwen, kitchen bench, seed 1): the heads are the attributes, not "grilling"."""
+    raw = ("- High heat - Can be used for deep-frying, grilling, or sautéing\n- Large size - Commonly used in "
+           "cooking\n- Durable material - Often made of cast")
+    assert parse_phrases(raw) == ["High heat", "Large size", "Durable material"]
+    assert parse_phrases("1. stainless-steel body\n2. glass lid") == ["stainless-steel body", "glass lid"]
+    assert parse_sentences("1. A kettle - shiny and new - sits on the stove.") == [
+        "A kettle - shiny and new - sits on the stove."]
+
+
 def test_inline_numbered_run_and_cut_off_phrase():
     assert parse_phrases("1. red 2. blue 3. green and") == ["red", "blue"]
     assert parse_phrases("1. red 2. blue 3. green and\n") == ["red", "blue", "green and"]
