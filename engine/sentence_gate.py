@@ -14,7 +14,8 @@ order:
   meta            talk about the text instead of the photo: sentences, lists, words, grammar,
                   typos, synonyms, "this description" (unless that word is part of a category name);
                   a category name in quotes (talk about the word: 'made entirely out of "stapler"');
-                  the writer's own voice ("I noticed", "my suitcase"): a story, not a caption
+                  the writer's own voice ("I noticed", "my suitcase") or the reader addressed ("your
+                  home", "When you press the pedal"): a story or advice, not a caption
   trivia          facts no photo shows: years and centuries, films/books/songs, laws and
                   regulations, organisations and companies, history, statistics, general
                   facts of use ("commonly used in the food industry", "is capable of ..."),
@@ -22,10 +23,15 @@ order:
                   "provides comfort", "offers a view", "is used to store", "serves as", "helps drivers
                   see", "a crucial component", "plays a role"), general claims ("can vary",
                   "depending on", "depends on", "comes in various colors", "typically", "known for", "may be",
-                  "an excellent choice", "allowing it to", "often seen", "materials such as"),
+                  "an excellent choice", "allowing it to", "allowed the user to", "often seen", "materials
+                  such as"),
                   meanings ("a symbol of freedom", "iconic", "reminds", "suggesting that", "a sign of
-                  freshness") and qualities no photo shows ("durable", "makes it easy to clean", "for
-                  easy access", "essential for", "affects how", "a masterpiece", "aesthetic appeal"),
+                  freshness", "a reflection of its beauty", "the importance of"), qualities no photo
+                  shows ("durable", "makes it easy to clean", "for easy access", "essential for",
+                  "affects how", "a masterpiece", "aesthetic appeal"), decor talk ("adds character to
+                  any space", "a statement piece"),
+                  likenesses ("is like a living statue", "resembled those of a sheep": "shaped like a
+                  cone" is a shape and stays),
                   invitations ("inviting people to sit") and measurements ("26 inches", "2 liters",
                   "70 miles per hour", "375°F"); a hand action
                   in the passive is a caption, not a claim ("A brown spoon is used to mix flour and
@@ -109,27 +115,33 @@ _TRIVIA = re.compile(
     r"(?:is|are) used (?:by (?!" + _USED_BY_PERSON + ")|in|as|(?:to|for) (?!" + _HAND_ACTION + "))|"
     r"industry|industries|industrial|essential tool|capable of|"
     # what it is for, not what a photo shows
-    r"(?:ideal|perfect|suitable|designed|built) (?:for|to)|ensur(?:e|es|ing)|can be used (?:for|to|as)|"
+    r"(?:ideal|perfect|suitable|designed|built) (?:for|to)|ensur(?:e|es|ing)|"
+    r"can (?:also |often |even |easily )?be used (?:for|to|as|in)|"
     r"provid(?:es?|ing)|offer(?:s|ing)|"
     r"making it (?:easy|easier|ideal|perfect|suitable|comfortable|convenient)|"
-    r"allow(?:s|ing)? (?:the|you|users?|people|passengers|riders?|drivers?|it|them|for)|"
+    r"allow(?:s|ed|ing)? (?:the|you|users?|people|passengers|riders?|drivers?|it|them|for|viewers?|guests?|"
+    r"visitors?|owners?|readers?|players?|customers?|diners?)|"
     r"serv(?:es?|ing) as|plays? an? (?:\w+ )?role|contribut(?:es?|ing) to|"
-    r"(?:crucial|important|vital|essential|key) (?:part|component|role|feature|element)|"
+    r"(?:crucial|important|vital|essential|key) (?:part|component|role|feature|element)s?|"
     # "helps it fly", "helps drivers see", "helps to reduce"; not "a man helps a child"
     r"help(?:s|ing)?(?: to)? (?!(?:a|an|the|his|her|their|my|your|our|him|them|us|me|each|one|out|with)\b)\w+|"
     r"can vary|varies|depending on|depends? on|(?:available|come|comes) in (?:many|various|different|a variety)|"
     r"known (?:for|as)|may (?:be|have|also|help)|typically|generally|"
     r"mak(?:e|es|ing) (?:it|them) (?:an? )?(?:excellent|great|good|ideal|perfect|popular|effective|versatile)|"
-    r"(?:excellent|great|good|popular|ideal|perfect|versatile) (?:choice|option)s?|"
+    r"(?:excellent|great|good|popular|ideal|perfect|versatile|traditional) (?:choice|option)s?|"
     r"efficient(?:ly)?|(?:its|their|fuel|energy) efficiency|maximi[sz]e|cost-effective|"
     # what it means or is like to own, not what a photo shows
     r"iconic|symbol(?:s|izes?|izing)?(?= of)|remind(?:s|ing)?|suggest(?:s|ing)? (?:a|an|that|the)|"
-    r"makes? (?:it|them) (?:easy|easier|ideal|perfect|suitable|comfortable|convenient|difficult|hard)|"
-    r"(?:often|commonly|usually|frequently) (?:found|made|seen|associated)|durab(?:le|ility)|"
+    r"(?:makes?|made) (?:it|them) (?:easy|easier|ideal|perfect|suitable|comfortable|convenient|difficult|hard)|"
+    r"(?:often|commonly|usually|frequently) (?:found|made|seen|associated|depicted)|durab(?:le|ility)|"
     r"materials? (?:like|such as)|(?:essential|crucial|vital|important|necessary) (?:for|to|in)|"
     r"affect(?:s|ing)? (?:how|the|its|their)|for easy \w+|invit(?:es|ing) (?:viewers|people|you|guests)|"
     r"signature (?:feature|look|style|element)|masterpieces?|(?:visual|aesthetic|unique|overall) appeal|"
-    r"(?:(?<=is )|(?<=are )|(?<=as )|(?<=, ))a sign of|"
+    r"(?:(?<=is )|(?<=are )|(?<=as )|(?<=, ))a (?:sign|reflection) of|the importance of|"
+    # decor talk: "adds character to any space", "a statement piece"
+    r"to any (?:room|space|home|kitchen|outfit|setting|decor)|statement piece|"
+    # a likeness no photo shows: "is like a living statue", "ears that resembled those of a sheep"
+    r"(?:is|are|was|were) like (?:a|an|the)|resembl(?:es?|ed|ing) (?:those|that) of|"
     # measurements no photo shows
     r"\d+(?:\.\d+)?[ -]?(?:inch(?:es)?|feet|foot|ft|cm|mm|centimet(?:er|re)s?|met(?:er|re)s?|kilomet(?:er|re)s?|"
     r"km|miles?|mph|kg|kilograms?|pounds?|lbs?|tons?|lit(?:er|re)s?|gallons?|degrees?|volts?|watts?|"
@@ -144,7 +156,10 @@ _CLAUSE = re.compile(
 _DANGLING = frozenset("a an the of and or but is are was were be been being it its their very also not so "
                       "to with as by for in on at".split())
 _QUOTED = re.compile(r"[\"“”]\s*([^\"“”]{1,60}?)\s*[\"“”]")
-_NARRATION = re.compile(r"(?<![\w-])(?:I|I'm|I've|I'd|[Mm]y|[Mm]e)(?![\w-])")  # not "I-beam"
+#: The writer's own voice ("I noticed", "my suitcase") or the reader addressed ("adds warmth to your
+#: home", "When you press the pedal"); "you can see a bus" alone is left to the other rules.
+_NARRATION = re.compile(r"(?<![\w-])(?:I|I'm|I've|I'd|[Mm]y|[Mm]e|[Yy]our|[Yy]ours|[Yy]ou're|[Yy]ou'll|[Yy]ou'd|"
+                        r"[Ww]hen you)(?![\w-])")  # not "I-beam"
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.U)
 _STOP = frozenset("a an the of in on at to is are was were be with and or its their his her this that "
                   "it by for from as into over under".split())

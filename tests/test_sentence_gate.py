@@ -151,7 +151,7 @@ def test_a_claim_that_cannot_be_cut_off_rejects_the_line(text):
     ("The sharp edge of the knife makes it easy to cut through tough materials and hard surfaces.", "trivia"),
     ("Umbrellas are often made of waterproof materials.", "trivia"),
     ("A blue traffic light suggests the area is busy with cars.", "trivia"),
-    ("When you see a donut, it reminds you of the yummy treats that people enjoy eating.", "trivia"),
+    ("When you see a donut, it reminds you of the yummy treats that people enjoy eating.", "meta"),  # the reader
     ("The dining table is made from a durable metal alloy that can withstand everyday use.", "trivia"),
     ("Sofas can be made from different materials such as fabric, leather, or wood.", "trivia"),
     ("The bicycle, with its sleek frame and smooth tires, is a symbol of modernity and freedom.", "trivia"),
@@ -172,11 +172,35 @@ def test_a_claim_that_cannot_be_cut_off_rejects_the_line(text):
     ("The color of the donut can be seen as a sign of freshness.", "trivia"),
     ("A smooth, polished exterior of the boat adds to its overall aesthetic appeal.", "trivia"),
     ("A stop sign of red metal stands at the corner.", None),
+    # recorded COCO / VOC lines the gate kept before 2026-11-30 (fourth session): past tense, likenesses
+    ("The long blade of the knife allowed for precise control over cuts.", "trivia"),
+    ("The smooth surface of the surfboard allowed the rider to keep their balance on the waves.", "trivia"),
+    ("A fire hydrant is like a living statue, its red emblem casting a warm glow on the landscape.", "trivia"),
+    ("The engine of a car is like a giant pump that turns fuel into motion.", "trivia"),
+    ("This creature had small, sharp ears that resembled those of a sheep.", "trivia"),
+    ("The bus is shaped like a long, curved rectangle with wheels at either end.", None),
+    ("The glass was shaped like a wine cup.", None),
+    ("The large fuel tanks in an airplane are essential components that enable the plane to fly.", "trivia"),
+    ("Sheep with small ears and pointed noses have been the traditional choice for many years.", "trivia"),
+    ("The color of a dining table can also be used to create a visually appealing setting.", "trivia"),
+    ("The tv monitor has a large screen that allows viewers to enjoy high-definition visuals.", "trivia"),
+    ("A cat is often depicted with a round face and large ears.", "trivia"),
+    ("The bottle had a slim and sleek design that made it easy to carry around.", "trivia"),
+    ("The smooth surface of an elephant's body is a reflection of its natural beauty and power.", "trivia"),
+    ("The photo highlights the importance of jet engine maintenance for the safety of airplanes.", "trivia"),
+    ("An ornate wooden chair with intricate patterns is a statement piece that adds character to any space.",
+     "trivia"),
+    ("This sofa is made of premium velvet that adds a touch of elegance to your living room.", "meta"),
+    ("When you press the brake pedal, it pushes against the brake pads to stop the car.", "meta"),
+    ("As you approach the cat, notice its smooth grey coat.", None),  # "you" alone is left
+    ("A tall wooden chair stands by the window of a bright living room.", None),
 ])
 def test_hand_actions_are_captions_and_purposes_meanings_and_qualities_are_claims(text, reason):
     gate = SentenceGate(["spoon", "knife", "fork", "baseball bat", "refrigerator", "boat", "airplane", "suitcase",
                          "umbrella", "traffic light", "donut", "dining table", "sofa", "bicycle", "oven",
-                         "zebra", "screwdriver", "scissors", "bottle", "stop sign"], {})
+                         "zebra", "screwdriver", "scissors", "bottle", "stop sign", "surfboard", "fire hydrant",
+                         "car", "sheep", "bus", "wine glass", "dining table", "tv monitor", "cat", "elephant",
+                         "chair", "airplane"], {})
     got = gate.reason(text, [c for c in gate.categories if mentions(text, [c])])
     assert (got and got[0]) == reason, got
 
