@@ -229,8 +229,7 @@ def label_evidence(text: str, categories: list[str], synonyms: dict[str, list[st
     colour ("an orange bus": `_names_a_colour`)."""
     strong = strong_synonyms(categories, synonyms)
     text = text or ""
-    names = {c: list(_pattern(c).finditer(text)) for c in categories}
-    spans = [(m.start(), m.end(), c) for c in categories for m in names[c]]
+    spans = [(m.start(), m.end(), c) for c in categories for m in _pattern(c).finditer(text)]
     ev: dict[str, str] = {a: "asked" for a in dict.fromkeys(asked)}
     for c in categories:
         if c in ev:
